@@ -1,0 +1,56 @@
+"""The interface every animation method implements.
+
+The trainer, the reconstruction routine and the animation routine only talk to this interface,
+so one copy of each serves FOMM, MRAA, TPSMM and CPAB.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+Motion = dict[str, torch.Tensor]
+
+
+class AnimationModel(nn.Module):
+    """A motion model plus generator, built from a method config by ``methods.registry``.
+
+    Sub-classes register their sub-networks as attributes whose names are the keys of the
+    reference checkpoints (FOMM: ``generator``, ``kp_detector``), and list them in
+    ``checkpoint_keys`` so that released checkpoints load with ``strict=True``.
+    """
+
+    #: Sub-network attribute names, in the order the reference checkpoints store them.
+    checkpoint_keys: tuple[str, ...] = ()
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__()
+        self.config = config
+
+    def optimizer_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Parameters per optimizer; the trainer builds one Adam per entry.
+
+        The key ``name`` reads its learning rate from ``train_params[f"lr_{name}"]`` and the
+        optimizer is saved as ``optimizer_{name}``, as in the reference checkpoints.
+        """
+        raise NotImplementedError
+
+    def encode(self, image: torch.Tensor) -> Motion:
+        """Motion descriptor (keypoints, regions, ...) of a batch of images (B, 3, H, W) in [0, 1]."""
+        raise NotImplementedError
+
+    def generate(self, source: torch.Tensor, motion_source: Motion, motion_driving: Motion) -> dict[str, torch.Tensor]:
+        """Render ``source`` moved as described by ``motion_driving``; the dict holds ``prediction``."""
+        raise NotImplementedError
+
+    def forward(self, source: torch.Tensor, driving: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """One training step's forward pass: (weighted scalar losses by name, generated outputs)."""
+        raise NotImplementedError
+
+    def before_optimizer_step(self) -> None:
+        """Hook run after ``backward`` and before the optimizers step (e.g. gradient clipping)."""
+
+    def set_epoch(self, epoch: int) -> None:
+        """Hook for schedules that depend on the epoch (e.g. TPS dropout)."""

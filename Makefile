@@ -1,0 +1,34 @@
+# `make demo` runs the embedded demo DAG, `make test` the whole test suite (what CI runs).
+# Both create .venv from the pinned lock file when it is missing or out of date.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.animbench-installed
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: demo test test-fast lint bench clean-results
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+demo: $(STAMP)
+	snakemake --cores all reports/table1.html
+
+test: $(STAMP)
+	pytest
+
+test-fast: $(STAMP)
+	pytest -m "not slow"
+
+lint: $(STAMP)
+	ruff check .
+	snakemake --lint
+
+bench: $(STAMP)
+	python tests/benchmarks/bench_loader.py
+
+clean-results:
+	rm -rf resources/datasets results logs benchmarks reports/table1.html

@@ -1,0 +1,82 @@
+"""Saving and loading checkpoints in the reference layout.
+
+A checkpoint is a dict with one state_dict per sub-network under the reference key names
+(FOMM: ``generator``, ``kp_detector``), ``optimizer_{name}`` per optimizer and ``epoch``, so the
+files written here and the released checkpoints of the reference implementations load through
+the same function. animbench adds an ``animbench`` entry with the method config and provenance.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from data_prep.io import atomic_path
+from methods.base import AnimationModel
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, truncated, corrupt or does not fit the model."""
+
+
+def save(path: str | Path, payload: dict[str, Any]) -> None:
+    """Write ``payload`` with ``torch.save`` atomically: a crash never leaves half a file."""
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def read(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint dict on the CPU, turning low-level failures into a clear error."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        # weights_only=False: our checkpoints hold plain config dicts and RNG states.
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
+        raise CheckpointError(
+            f"checkpoint {path} is truncated or corrupt ({type(err).__name__}: {err}); "
+            "delete it and re-run training"
+        ) from err
+    if not isinstance(payload, dict):
+        raise CheckpointError(f"checkpoint {path} does not hold a dict of state_dicts")
+    return payload
+
+
+def model_state(model: AnimationModel) -> dict[str, Any]:
+    return {key: getattr(model, key).state_dict() for key in model.checkpoint_keys}
+
+
+def load_model_state(model: AnimationModel, payload: dict[str, Any], source: str = "checkpoint") -> None:
+    """Load every sub-network of ``model`` with ``strict=True`` from ``payload``."""
+    missing = [key for key in model.checkpoint_keys if key not in payload]
+    if missing:
+        raise CheckpointError(
+            f"{source} lacks {missing}; it holds {sorted(k for k in payload if not k.startswith('optimizer'))}"
+        )
+    for key in model.checkpoint_keys:
+        try:
+            getattr(model, key).load_state_dict(payload[key], strict=True)
+        except RuntimeError as err:
+            raise CheckpointError(f"{source}: {key} does not match the model config: {err}") from err
+
+
+def load_model(path: str | Path, config: dict[str, Any] | None = None) -> tuple[AnimationModel, dict[str, Any]]:
+    """Build the model described by the checkpoint (or ``config``) and load its weights.
+
+    Released reference checkpoints carry no config: pass the matching method config.
+    """
+    from methods.registry import build_model
+
+    payload = read(path)
+    if config is None:
+        config = payload.get("animbench", {}).get("config")
+        if config is None:
+            raise CheckpointError(f"checkpoint {path} carries no animbench config; pass the method config")
+    model = build_model(config)
+    load_model_state(model, payload, source=str(path))
+    model.eval()
+    return model, payload

@@ -1,0 +1,191 @@
+"""The ``animbench`` command: one subcommand per pipeline step.
+
+The Snakemake rules call these subcommands; each is a thin wrapper around one package function,
+so every step also runs, and can be debugged, without Snakemake.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _json(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {err}") from err
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object")
+    return value
+
+
+def _threads(n: int | None) -> None:
+    if n:
+        import torch
+
+        torch.set_num_threads(n)
+
+
+def cmd_prepare(args: argparse.Namespace) -> None:
+    from data_prep.registry import prepare_dataset
+
+    path = prepare_dataset(args.dataset, args.params, Path(args.out))
+    print(f"dataset {args.dataset} ready at {path}")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from methods.config import load_method_config
+    from methods.train import TrainOptions, train
+
+    _threads(args.threads)
+    config = load_method_config(args.method_config, overrides=args.overrides)
+    options = TrainOptions(
+        dataset_root=Path(args.dataset),
+        out_dir=Path(args.out),
+        seed=args.seed,
+        device=args.device,
+        progress=not args.no_progress,
+        config_source=args.method_config,
+    )
+    print(f"checkpoint written to {train(config, options)}")
+
+
+def cmd_reconstruct(args: argparse.Namespace) -> None:
+    from methods.checkpoints import load_model
+    from methods.reconstruct import reconstruct_dataset
+
+    _threads(args.threads)
+    model, payload = load_model(args.checkpoint)
+    height, width = payload["animbench"]["config"]["dataset_params"]["frame_shape"][:2]
+    index = reconstruct_dataset(
+        model, Path(args.checkpoint), Path(args.dataset), Path(args.out), (height, width),
+        batch_size=args.batch_size, progress=not args.no_progress,
+    )
+    print(f"reconstructions indexed in {index}")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from metrics.evaluate import evaluate_reconstructions, write_metrics
+
+    table = evaluate_reconstructions(
+        Path(args.reconstruction), Path(args.dataset), args.protocol, progress=not args.no_progress
+    )
+    write_metrics(table, Path(args.out))
+    print(f"{len(table)} frames measured into {args.out}")
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from reports.table1 import render_table1
+
+    if args.table != "table1":
+        raise SystemExit(f"unknown report {args.table!r}; available: table1")
+    config = args.config_json if args.config_json is not None else _load_workflow_config(args.config)
+    out = render_table1(config, Path(args.out), REPO, config_name=args.config or "snakemake config")
+    print(f"report written to {out}")
+
+
+def _load_workflow_config(path: str) -> dict:
+    import jsonschema
+    import yaml
+
+    config = yaml.safe_load(Path(path).read_text())
+    schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+    try:
+        jsonschema.validate(config, schema)
+    except jsonschema.ValidationError as err:
+        where = "/".join(str(p) for p in err.absolute_path) or "(top level)"
+        raise SystemExit(f"{path}: invalid config at {where}: {err.message}") from err
+    return config
+
+
+def cmd_weights(args: argparse.Namespace) -> None:
+    from methods import weights
+
+    if args.action == "list":
+        for entry in weights.REGISTRY.values():
+            print(f"{entry.name:10s} {entry.filename:20s} {entry.url}")
+    elif args.action == "fetch":
+        for name in args.names or sorted(weights.REGISTRY):
+            print(f"fetched {weights.fetch(name, args.dir)}")
+    else:
+        for name in args.names or sorted(weights.REGISTRY):
+            print(f"ok {weights.resolve(name, args.dir)}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="animbench", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser, threads: bool = False) -> None:
+        p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+        if threads:
+            p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+
+    p = sub.add_parser("prepare", help="build a dataset into its on-disk form")
+    p.add_argument("dataset", help="dataset builder name, e.g. synthetic")
+    p.add_argument("--out", required=True, help="dataset folder to create")
+    p.add_argument("--params", type=_json, default={}, help="builder parameters as a JSON object")
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("train", help="train a method (resumes an interrupted run)")
+    p.add_argument("--method-config", required=True, help="methods/configs/{method}/{dataset}.yaml")
+    p.add_argument("--overrides", type=_json, default={}, help='JSON of dotted keys, e.g. {"train_params.num_epochs": 2}')
+    p.add_argument("--dataset", required=True, help="prepared dataset folder")
+    p.add_argument("--out", required=True, help="run folder: checkpoint.pt, train_log.csv, run.json")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    common(p, threads=True)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("reconstruct", help="reconstruct every test video from its first frame")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--out", required=True, help="folder of stacked PNGs + index.csv")
+    p.add_argument("--batch-size", type=int, default=16)
+    common(p, threads=True)
+    p.set_defaults(func=cmd_reconstruct)
+
+    p = sub.add_parser("evaluate", help="per-frame metrics of a reconstruction folder")
+    p.add_argument("--reconstruction", required=True)
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--protocol", required=True, help="evaluation protocol, e.g. synthetic")
+    p.add_argument("--out", required=True, help="metrics.csv")
+    common(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("report", help="render an HTML report")
+    p.add_argument("table", help="table1")
+    p.add_argument("--config", default=str(REPO / "workflow/config/default.yaml"), help="workflow config YAML")
+    p.add_argument("--config-json", type=_json, default=None, help="the workflow config as JSON (Snakemake passes it)")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("weights", help="list, check or fetch pretrained weights")
+    p.add_argument("action", choices=["list", "check", "fetch"])
+    p.add_argument("names", nargs="*")
+    p.add_argument("--dir", default="resources/weights")
+    p.set_defaults(func=cmd_weights)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        args.func(args)
+    except (FileNotFoundError, ValueError, KeyError) as err:
+        # Known failure modes (missing file, bad config, corrupt input) end with one clear line.
+        print(f"animbench {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

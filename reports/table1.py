@@ -1,0 +1,120 @@
+"""Table 1 (video reconstruction): this run's numbers beside the papers'."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+from data_prep.io import write_text
+from metrics.aggregate import frame_weighted, per_video
+from metrics.registry import get_protocol
+from reports import paper, provenance
+from reports.strips import comparison_strips
+from reports.usage import dataset_usage
+
+TEMPLATES = Path(__file__).parent / "templates"
+METRIC_KEYS = {"L1": "l1", "AKD": "akd", "MKR": "mkr", "AED": "aed"}
+
+
+@dataclass
+class RunResult:
+    dataset: str
+    run: str
+    frame_weighted: dict[str, float]
+    per_video: dict[str, float]
+    frames: int
+    videos: int
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def load_run(results_dir: Path, dataset: str, run: str) -> RunResult:
+    run_dir = results_dir / dataset / run
+    table = pd.read_csv(run_dir / "metrics.csv")
+    info_path = run_dir / "run.json"
+    info = json.loads(info_path.read_text()) if info_path.exists() else {}
+    return RunResult(
+        dataset=dataset,
+        run=run,
+        frame_weighted=frame_weighted(table),
+        per_video=per_video(table),
+        frames=len(table),
+        videos=table["video"].nunique(),
+        info=info,
+    )
+
+
+def _fmt(value: float | None, metric: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    return f"{value:.4f}" if metric in ("L1", "MKR") else f"{value:.3f}"
+
+
+def build_rows(results: list[RunResult], datasets: list[str], runs: list[str]) -> list[dict[str, Any]]:
+    """One row per method: ours where run, the paper's where reported."""
+    reference = paper.paper_table1()
+    methods = list(runs) + [m for m in reference["method"].unique() if m not in {paper.paper_name(r) for r in runs}]
+    ours = {(r.run, r.dataset): r for r in results}
+    rows = []
+    for method in methods:
+        is_run = method in runs
+        name = paper.paper_name(method) if is_run else method
+        cells = []
+        for dataset in datasets:
+            ref = reference[(reference["method"] == name) & (reference["dataset"] == dataset)]
+            for metric in paper.METRICS:
+                result = ours.get((method, dataset))
+                mine = result.frame_weighted.get(METRIC_KEYS[metric]) if result else None
+                theirs = float(ref[metric].iloc[0]) if len(ref) else None
+                cells.append({"ours": _fmt(mine, metric), "paper": _fmt(theirs, metric)})
+        rows.append({"method": method, "label": name or method, "is_run": is_run, "cells": cells})
+    return rows
+
+
+def render_table1(config: dict[str, Any], out: Path, repo: Path, config_name: str = "") -> Path:
+    """Render ``out`` from the workflow config's ``table1`` section and the results on disk."""
+    paths = config["paths"]
+    datasets_dir, results_dir = Path(paths["datasets"]), Path(paths["results"])
+    table = config["table1"]
+    run_datasets, runs = table["datasets"], table["runs"]
+    results = [load_run(results_dir, d, r) for d in run_datasets for r in runs]
+    reference = paper.paper_table1()
+    datasets = list(run_datasets) + [d for d in reference["dataset"].unique() if d not in run_datasets]
+
+    usage = {d: dataset_usage(datasets_dir / d) for d in run_datasets}
+    pictures = []
+    for dataset in run_datasets:
+        index = pd.read_csv(results_dir / dataset / runs[0] / "reconstruction" / "index.csv")
+        video = str(index["video"].iloc[0])
+        truth, strips, frames = comparison_strips(
+            datasets_dir / dataset / "test" / video,
+            {r: results_dir / dataset / r / "reconstruction" / f"{video}.png" for r in runs},
+        )
+        pictures.append({"dataset": dataset, "video": video, "frames": frames, "truth": truth, "runs": strips})
+
+    protocols = {d: config["datasets"][d]["protocol"] for d in run_datasets}
+    env = Environment(loader=FileSystemLoader(TEMPLATES), undefined=StrictUndefined, autoescape=True)
+    html = env.get_template("table1.html.j2").render(
+        title="Table 1 — video reconstruction",
+        datasets=datasets,
+        run_datasets=run_datasets,
+        metrics=paper.METRICS,
+        rows=build_rows(results, datasets, runs),
+        results=results,
+        usage=usage,
+        pictures=pictures,
+        protocols={d: get_protocol(p) for d, p in protocols.items()},
+        commit=provenance.git_commit(repo),
+        versions=provenance.versions(),
+        generated=provenance.now(),
+        seed=config["seed"],
+        config_name=config_name,
+        config_text=json.dumps(config, indent=2, sort_keys=True),
+    )
+    write_text(out, html)
+    return out

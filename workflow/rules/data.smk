@@ -1,0 +1,18 @@
+rule prepare_dataset:
+    input:
+        code=package_sources("data_prep"),
+    output:
+        manifest=f"{DATASETS_DIR}/{{dataset}}/manifest.csv",
+    params:
+        builder=dataset_builder,
+        params=dataset_params,
+        root=lambda wildcards, output: str(Path(output.manifest).parent),
+    log:
+        "logs/prepare/{dataset}.log",
+    benchmark:
+        "benchmarks/prepare/{dataset}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+    shell:
+        "animbench prepare {params.builder} --params {params.params:q} --out {params.root} > {log} 2>&1"

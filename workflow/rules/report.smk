@@ -1,0 +1,17 @@
+rule table1:
+    input:
+        metrics=table1_metrics(),
+        code=package_sources("reports", "metrics"),
+    output:
+        html="reports/table1.html",
+    params:
+        config=json.dumps(config),
+    log:
+        "logs/report/table1.log",
+    benchmark:
+        "benchmarks/report/table1.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+    shell:
+        "animbench report table1 --config-json {params.config:q} --out {output.html} > {log} 2>&1"

@@ -1,15 +1,18 @@
 # animbench: prepare datasets, train every method, reconstruct, measure, report.
 # `snakemake --cores all reports/table1.html` runs the embedded demo (workflow/config/default.yaml);
-# `--configfile workflow/config/paper.yaml` runs the full protocol.
+# Another `--configfile` (merged over the default) scales the same DAG up.
+import os
+
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
 
 
-configfile: "workflow/config/default.yaml"
+# Paths from the Snakefile's folder, so `--directory` can put all outputs elsewhere.
+configfile: os.path.join(workflow.basedir, "workflow/config/default.yaml")
 
 
-validate(config, "workflow/schemas/config.schema.yaml")
+validate(config, os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml"))
 
 
 include: "workflow/rules/common.smk"

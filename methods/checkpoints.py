@@ -76,7 +76,7 @@ def load_model(path: str | Path, config: dict[str, Any] | None = None) -> tuple[
         config = payload.get("animbench", {}).get("config")
         if config is None:
             raise CheckpointError(f"checkpoint {path} carries no animbench config; pass the method config")
-    model = build_model(config)
+    model = build_model(config, with_losses=False)  # inference needs no loss networks (VGG)
     load_model_state(model, payload, source=str(path))
     model.eval()
     return model, payload

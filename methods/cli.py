@@ -52,6 +52,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         device=args.device,
         progress=not args.no_progress,
         config_source=args.method_config,
+        weights_dir=Path(args.weights_dir),
     )
     print(f"checkpoint written to {train(config, options)}")
 
@@ -141,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run folder: checkpoint.pt, train_log.csv, run.json")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--weights-dir", default="resources/weights", help="pretrained weights folder")
     common(p, threads=True)
     p.set_defaults(func=cmd_train)
 

@@ -43,6 +43,8 @@ class TrainOptions:
     progress: bool = True
     #: Stop after this many epochs in this call (the run stays resumable); for crash tests.
     stop_after_epochs: int | None = None
+    #: Pretrained weights (VGG-19 for the perceptual loss, ...).
+    weights_dir: Path = Path("resources/weights")
     #: Where the method config came from, recorded in ``run.json`` for the reports.
     config_source: str = ""
 
@@ -127,7 +129,7 @@ def train(config: dict[str, Any], options: TrainOptions) -> Path:
     fingerprint = run_fingerprint(config, options)
 
     torch.manual_seed(options.seed)
-    model = build_model(config).to(options.device)
+    model = build_model(config, weights_dir=options.weights_dir).to(options.device)
     optimizers, schedulers = _build_optimizers(model, train_params)
     dataset = build_dataset(config, options.dataset_root, options.seed)
     if len(dataset) < train_params["batch_size"]:
@@ -174,10 +176,10 @@ def train(config: dict[str, Any], options: TrainOptions) -> Path:
                 opt.step()
                 opt.zero_grad(set_to_none=True)
             for key, value in losses.items():
-                sums[key] = sums.get(key, 0.0) + float(value)
-            sums["total"] = sums.get("total", 0.0) + float(total)
+                sums[key] = sums.get(key, 0.0) + value.item()
+            sums["total"] = sums.get("total", 0.0) + total.item()
             steps += 1
-            bar.set_postfix(loss=f"{float(total):.4f}")
+            bar.set_postfix(loss=f"{total.item():.4f}")
         for sched in schedulers.values():
             sched.step()
         row = {"epoch": epoch + 1, "steps": steps, "seconds": round(time.perf_counter() - started, 3)}

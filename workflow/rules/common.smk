@@ -8,7 +8,7 @@ RESULTS_DIR = config["paths"]["results"]
 
 
 def package_sources(*packages):
-    """Python sources of the packages a rule calls: editing them re-runs the rule."""
+    """Python sources of the given packages; a job re-runs when any of them is edited."""
     return sorted(str(p) for package in packages for p in (REPO / package).rglob("*.py"))
 
 

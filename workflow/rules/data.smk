@@ -7,6 +7,8 @@ rule prepare_dataset:
         builder=dataset_builder,
         params=dataset_params,
         root=lambda wildcards, output: str(Path(output.manifest).parent),
+    conda:
+        "../../environment.yml"
     log:
         "logs/prepare/{dataset}.log",
     benchmark:

@@ -9,6 +9,8 @@ rule evaluate:
         protocol=dataset_protocol,
         dataset=lambda wildcards, input: str(Path(input.manifest).parent),
         reconstruction=lambda wildcards, input: str(Path(input.index).parent),
+    conda:
+        "../../environment.yml"
     log:
         "logs/evaluate/{dataset}/{run}.log",
     benchmark:

@@ -6,6 +6,8 @@ rule table1:
         html="reports/table1.html",
     params:
         config=json.dumps(config),
+    conda:
+        "../../environment.yml"
     log:
         "logs/report/table1.log",
     benchmark:

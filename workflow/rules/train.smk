@@ -9,8 +9,11 @@ rule train:
     params:
         overrides=run_overrides,
         seed=config["seed"],
+        weights=config["paths"]["weights"],
         dataset=lambda wildcards, input: str(Path(input.manifest).parent),
         out=lambda wildcards, output: str(Path(output.checkpoint).parent),
+    conda:
+        "../../environment.yml"
     log:
         "logs/train/{dataset}/{run}.log",
     benchmark:
@@ -22,7 +25,7 @@ rule train:
     shell:
         "animbench train --method-config {input.method_config} --overrides {params.overrides:q} "
         "--dataset {params.dataset} --out {params.out} --seed {params.seed} "
-        "--threads {threads} --no-progress > {log} 2>&1"
+        "--weights-dir {params.weights} --threads {threads} --no-progress > {log} 2>&1"
 
 
 rule reconstruct:
@@ -35,6 +38,8 @@ rule reconstruct:
     params:
         dataset=lambda wildcards, input: str(Path(input.manifest).parent),
         out=lambda wildcards, output: str(Path(output.index).parent),
+    conda:
+        "../../environment.yml"
     log:
         "logs/reconstruct/{dataset}/{run}.log",
     benchmark:

@@ -1,0 +1,239 @@
+"""Shared data loading for training (frame pairs) and reconstruction (whole videos).
+
+Both datasets read the standard layout ``<root>/<split>/<video>/0000000.png ...`` and take the
+video list from ``<root>/manifest.csv`` (status ``ok`` only). Frames come out as float32 in
+[0, 1], channels first.
+
+Determinism of :class:`FramePairDataset`: every random choice for item ``i`` comes from
+``np.random.default_rng([seed, epoch, i])``, so a batch does not depend on the number of
+DataLoader workers, and resuming at an epoch boundary (``set_epoch(e)``) replays epoch ``e``
+exactly. DataLoader workers copy the dataset when an iterator is created, so call
+``set_epoch`` before ``iter(loader)`` (and do not use ``persistent_workers=True``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision.transforms.v2.functional as TF
+from torch.utils.data import Dataset
+
+from data_prep.manifest import available_videos, parse_size, read_manifest
+from data_prep.video import VideoError, list_frames, read_frame, read_video
+
+
+@dataclass(frozen=True)
+class AugmentationConfig:
+    """Training augmentation, in the reference configs' terms.
+
+    Reference YAML shape::
+
+        flip_param: {horizontal_flip: true, time_flip: true}
+        jitter_param: {brightness: 0.1, contrast: 0.1, saturation: 0.1, hue: 0.1}
+
+    Each flip happens with probability 1/2. Jitter factors are drawn uniformly from
+    ``[max(0, 1 - b), 1 + b]`` (brightness, contrast, saturation) and ``[-h, h]`` (hue) and
+    applied in a random order, as in the reference ColorJitter. The default does nothing.
+    """
+
+    horizontal_flip: bool = False
+    time_flip: bool = False
+    brightness: float = 0.0
+    contrast: float = 0.0
+    saturation: float = 0.0
+    hue: float = 0.0
+
+    _FLIP_KEYS = ("horizontal_flip", "time_flip")
+    _JITTER_KEYS = ("brightness", "contrast", "saturation", "hue")
+
+    @classmethod
+    def from_dict(cls, params: dict | None) -> AugmentationConfig:
+        """Build from ``{"flip_param": {...}, "jitter_param": {...}}``; both keys optional."""
+        params = dict(params or {})
+        unknown = sorted(set(params) - {"flip_param", "jitter_param"})
+        if unknown:
+            raise ValueError(
+                f"unknown augmentation key(s) {unknown}; allowed ['flip_param', 'jitter_param']"
+            )
+        values: dict[str, object] = {}
+        for group, keys in (("flip_param", cls._FLIP_KEYS), ("jitter_param", cls._JITTER_KEYS)):
+            sub = params.get(group) or {}
+            if not isinstance(sub, dict):
+                raise ValueError(f"augmentation {group} must be a mapping, got {sub!r}")
+            bad = sorted(set(sub) - set(keys))
+            if bad:
+                raise ValueError(f"unknown {group} key(s) {bad}; allowed {list(keys)}")
+            values.update(sub)
+        cfg = cls(**values)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        for name in self._FLIP_KEYS:
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"augmentation {name} must be true or false")
+        for name in self._JITTER_KEYS:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
+                raise ValueError(f"augmentation {name} must be a number >= 0, got {v!r}")
+        if self.hue > 0.5:
+            raise ValueError(f"augmentation hue must be <= 0.5, got {self.hue}")
+
+    @property
+    def jitter(self) -> bool:
+        return any(getattr(self, k) > 0 for k in self._JITTER_KEYS)
+
+
+def _augment(
+    frames: torch.Tensor, aug: AugmentationConfig, rng: np.random.Generator
+) -> torch.Tensor:
+    """Apply one random draw of ``aug`` identically to every frame of ``frames`` (T, 3, H, W)."""
+    # Draw all decisions unconditionally so the stream layout does not depend on the config.
+    hflip, tflip = rng.random(2) < 0.5
+    b, c, s = (
+        rng.uniform(max(0.0, 1 - v), 1 + v) for v in (aug.brightness, aug.contrast, aug.saturation)
+    )
+    h = rng.uniform(-aug.hue, aug.hue)
+    order = rng.permutation(4)
+    if aug.horizontal_flip and hflip:
+        frames = frames.flip(-1)
+    if aug.time_flip and tflip:
+        frames = frames.flip(0)
+    if aug.jitter:
+        ops = (
+            (aug.brightness, lambda x: TF.adjust_brightness(x, float(b))),
+            (aug.contrast, lambda x: TF.adjust_contrast(x, float(c))),
+            (aug.saturation, lambda x: TF.adjust_saturation(x, float(s))),
+            (aug.hue, lambda x: TF.adjust_hue(x, float(h))),
+        )
+        for k in order:
+            strength, op = ops[k]
+            if strength > 0:
+                frames = op(frames)
+        frames = frames.clamp(0.0, 1.0)
+    return frames
+
+
+def _to_tensor(frame: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) uint8 -> (3, H, W) float32 in [0, 1]."""
+    return torch.from_numpy(frame).permute(2, 0, 1).float().div_(255.0)
+
+
+def _resolve_size(root: Path, split: str, frame_size: tuple[int, int] | None) -> tuple[int, int]:
+    """The split's frame size from the manifest, checked against ``frame_size`` if given."""
+    df = read_manifest(root)
+    sizes = set(df[(df["split"] == split) & (df["status"] == "ok")]["size"]) - {""}
+    if len(sizes) > 1:
+        raise VideoError(
+            f"dataset at {root} mixes frame sizes {sorted(sizes)} in its {split} split"
+        )
+    listed = parse_size(sizes.pop()) if sizes else None
+    if frame_size is None:
+        if listed is None:
+            raise VideoError(f"dataset at {root}: manifest gives no size; pass frame_size")
+        return listed
+    frame_size = (int(frame_size[0]), int(frame_size[1]))
+    if listed is not None and listed != frame_size:
+        raise VideoError(
+            f"dataset at {root} has {split} frames of {listed[0]}x{listed[1]} (HxW), "
+            f"but frame_size={frame_size} was requested"
+        )
+    return frame_size
+
+
+class FramePairDataset(Dataset):
+    """Random (source, driving) frame pairs from the videos of one split.
+
+    ``len`` is ``num_videos * num_repeats`` (the reference DatasetRepeater); item ``i`` uses
+    video ``i % num_videos``. Only the two chosen PNG files are decoded.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        split: str = "train",
+        frame_size: tuple[int, int] | None = None,
+        augmentation: AugmentationConfig | dict | None = None,
+        num_repeats: int = 1,
+        seed: int = 0,
+    ) -> None:
+        self.root = Path(root)
+        self.split = split
+        if num_repeats < 1:
+            raise ValueError(f"num_repeats must be >= 1, got {num_repeats}")
+        if isinstance(augmentation, dict):
+            augmentation = AugmentationConfig.from_dict(augmentation)
+        self.augmentation = augmentation or AugmentationConfig()
+        self.augmentation.validate()
+        self.num_repeats = int(num_repeats)
+        self.seed = int(seed)
+        self.epoch = 0
+        self.videos = available_videos(self.root, split)
+        self.frame_size = _resolve_size(self.root, split, frame_size)
+        # Listing once here keeps __getitem__ to two file reads.
+        self.frames = [list_frames(self.root / split / v) for v in self.videos]
+
+    def num_frames(self, video_index: int) -> int:
+        """Number of frames of video ``video_index`` (an index into ``videos``)."""
+        return len(self.frames[video_index])
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the random stream of ``epoch`` (call before creating the DataLoader iterator)."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.videos) * self.num_repeats
+
+    def __getitem__(self, index: int) -> dict:
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} pairs")
+        v = index % len(self.videos)
+        files = self.frames[v]
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        # The reference draws with replacement, so source == driving happens (identity pairs).
+        picks = np.sort(rng.choice(len(files), replace=True, size=2))
+        pair = torch.stack([_to_tensor(read_frame(files[k], self.frame_size)) for k in picks])
+        pair = _augment(pair, self.augmentation, rng)
+        return {"source": pair[0], "driving": pair[1], "video": self.videos[v]}
+
+
+class VideoDataset(Dataset):
+    """Whole videos of one split in frame order, sorted by name (one video per item)."""
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        split: str = "test",
+        frame_size: tuple[int, int] | None = None,
+    ) -> None:
+        self.root = Path(root)
+        self.split = split
+        self.videos = available_videos(self.root, split)
+        self.frame_size = _resolve_size(self.root, split, frame_size)
+        # Cheap: fails at construction on missing or empty folders.
+        self.frames = [list_frames(self.root / split / v) for v in self.videos]
+
+    def num_frames(self, index: int) -> int:
+        """Number of frames of video ``index`` without decoding it."""
+        return len(self.frames[index])
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    def __getitem__(self, index: int) -> dict:
+        name = self.videos[index]
+        frames = read_video(self.root / self.split / name, self.frame_size)
+        tensor = torch.from_numpy(frames).permute(0, 3, 1, 2).float().div_(255.0)
+        return {"video": name, "frames": tensor}
+
+
+__all__ = [
+    "AugmentationConfig",
+    "FramePairDataset",
+    "VideoDataset",
+    "VideoError",
+]

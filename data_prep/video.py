@@ -1,0 +1,177 @@
+"""On-disk video IO.
+
+A video is a folder of 7-digit zero-padded PNG frames (``0000000.png``, ``0000001.png``, ...).
+Reconstructions may instead be stored as one PNG with the frames stacked horizontally.
+Frames are always RGB ``uint8`` arrays of shape ``(H, W, 3)``; PNG keeps them lossless.
+
+Mode policy: frames must be 8-bit RGB. An RGBA frame is accepted only when its alpha channel is
+fully opaque (some encoders add a constant alpha); the alpha is then dropped. Any other mode
+(grey, palette, 16-bit, translucent RGBA) raises :class:`VideoError`, because silently
+converting it would change pixel values that metrics are computed on.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from data_prep.io import atomic_dir, atomic_path
+
+FRAME_DIGITS = 7
+_FRAME_RE = re.compile(rf"^\d{{{FRAME_DIGITS}}}\.png$")
+
+
+class VideoError(ValueError):
+    """A video or frame on disk is missing, unreadable or malformed."""
+
+
+def frame_name(index: int) -> str:
+    """File name of frame ``index`` inside a video folder."""
+    return f"{index:0{FRAME_DIGITS}d}.png"
+
+
+def list_frames(video_dir: str | os.PathLike) -> list[Path]:
+    """Sorted frame files of the video folder ``video_dir``.
+
+    Raises :class:`VideoError` when the folder is missing or holds no frames, or when the
+    frame numbers are not contiguous from 0 (a gap means a frame was lost).
+    """
+    video_dir = Path(video_dir)
+    if not video_dir.is_dir():
+        raise VideoError(f"video folder {video_dir} does not exist")
+    frames = sorted(p for p in video_dir.iterdir() if _FRAME_RE.match(p.name))
+    if not frames:
+        raise VideoError(f"video folder {video_dir} holds no frames (expected 0000000.png, ...)")
+    for i, p in enumerate(frames):
+        if p.name != frame_name(i):
+            raise VideoError(f"video folder {video_dir} misses frame {frame_name(i)}")
+    return frames
+
+
+def _decode_png(path: Path) -> np.ndarray:
+    """Decode ``path`` fully into an RGB uint8 array, or raise VideoError naming it."""
+    if not path.is_file():
+        raise VideoError(f"frame {path} does not exist")
+    try:
+        with Image.open(path) as img:
+            if img.format != "PNG":
+                raise VideoError(f"frame {path} is not a PNG (format {img.format})")
+            # load() decodes every byte, so a truncated or corrupt file fails here, not later.
+            img.load()
+            mode = img.mode
+            arr = np.array(img)  # a writable copy (torch.from_numpy wants one)
+    except VideoError:
+        raise
+    except (OSError, SyntaxError, ValueError) as exc:
+        # PIL reports broken files as OSError (truncated), SyntaxError (bad header/CRC) or
+        # ValueError; all mean "cannot be read".
+        raise VideoError(f"frame {path} is corrupt or unreadable: {exc}") from exc
+    if mode == "RGBA":
+        if not np.all(arr[..., 3] == 255):
+            raise VideoError(f"frame {path} is RGBA with transparent pixels; expected RGB")
+        arr = arr[..., :3]
+    elif mode != "RGB":
+        raise VideoError(f"frame {path} has mode {mode}; expected 8-bit RGB")
+    return np.ascontiguousarray(arr, dtype=np.uint8)
+
+
+def read_frame(path: str | os.PathLike, expected_size: tuple[int, int] | None = None) -> np.ndarray:
+    """Read one frame as an ``(H, W, 3)`` uint8 RGB array.
+
+    ``expected_size`` is ``(H, W)``; a frame of another resolution raises :class:`VideoError`.
+    """
+    path = Path(path)
+    arr = _decode_png(path)
+    if expected_size is not None and tuple(arr.shape[:2]) != tuple(expected_size):
+        h, w = expected_size
+        raise VideoError(f"frame {path} is {arr.shape[0]}x{arr.shape[1]} (HxW); expected {h}x{w}")
+    return arr
+
+
+def read_video(
+    video_dir: str | os.PathLike, expected_size: tuple[int, int] | None = None
+) -> np.ndarray:
+    """Read a whole video folder as a ``(T, H, W, 3)`` uint8 array.
+
+    All frames must share one resolution (``expected_size`` when given, else the first frame's).
+    """
+    frames = list_frames(video_dir)
+    first = read_frame(frames[0], expected_size)
+    size = first.shape[:2]
+    out = np.empty((len(frames), *first.shape), dtype=np.uint8)
+    out[0] = first
+    for i, p in enumerate(frames[1:], start=1):
+        out[i] = read_frame(p, size)
+    return out
+
+
+def _check_frames(frames: np.ndarray, what: str) -> np.ndarray:
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8:
+        raise VideoError(f"{what}: frames must be uint8, got {frames.dtype} (use to_uint8)")
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
+        raise VideoError(f"{what}: frames must have shape (T>0, H, W, 3), got {frames.shape}")
+    return frames
+
+
+def write_video(video_dir: str | os.PathLike, frames: np.ndarray, compress_level: int = 6) -> Path:
+    """Write ``frames`` ``(T, H, W, 3)`` uint8 as a PNG folder, atomically (all or nothing).
+
+    An existing folder is replaced only once the new one is complete.
+    """
+    video_dir = Path(video_dir)
+    frames = _check_frames(frames, str(video_dir))
+    with atomic_dir(video_dir) as tmp:
+        for i, frame in enumerate(frames):
+            Image.fromarray(frame, mode="RGB").save(
+                tmp / frame_name(i), format="PNG", compress_level=compress_level
+            )
+    return video_dir
+
+
+def write_stacked_png(path: str | os.PathLike, frames: np.ndarray) -> Path:
+    """Write ``frames`` ``(T, H, W, 3)`` uint8 side by side into one PNG, atomically."""
+    path = Path(path)
+    frames = _check_frames(frames, str(path))
+    t, h, w, _ = frames.shape
+    # (T, H, W, 3) -> (H, T, W, 3) -> (H, T*W, 3): frame i occupies columns [i*W, (i+1)*W).
+    stacked = np.ascontiguousarray(frames.transpose(1, 0, 2, 3).reshape(h, t * w, 3))
+    with atomic_path(path) as tmp:
+        Image.fromarray(stacked, mode="RGB").save(tmp, format="PNG")
+    return path
+
+
+def read_stacked_png(path: str | os.PathLike, frame_width: int) -> np.ndarray:
+    """Read a horizontally stacked PNG back as ``(T, H, frame_width, 3)`` uint8 frames."""
+    path = Path(path)
+    if frame_width <= 0:
+        raise VideoError(f"{path}: frame_width must be positive, got {frame_width}")
+    arr = _decode_png(path)
+    h, total_w, _ = arr.shape
+    if total_w % frame_width != 0:
+        raise VideoError(
+            f"stacked PNG {path} is {total_w} px wide, not a multiple of frame width {frame_width}"
+        )
+    t = total_w // frame_width
+    return np.ascontiguousarray(arr.reshape(h, t, frame_width, 3).transpose(1, 0, 2, 3))
+
+
+def to_uint8(x) -> np.ndarray:
+    """Convert floats in [0, 1] to uint8 by truncation: ``(255 * x.clip(0, 1)).astype(uint8)``.
+
+    This is the evaluation protocol's rule (truncation, not rounding). Accepts a numpy array or
+    a torch tensor (any device); the arithmetic runs in the input's float dtype so both give
+    identical results. Layout is kept as is (no channel permutation). NaN raises ValueError.
+    """
+    if hasattr(x, "detach"):  # torch tensor, without importing torch for numpy-only callers
+        x = x.detach().cpu().numpy()
+    x = np.asarray(x)
+    if not np.issubdtype(x.dtype, np.floating):
+        raise ValueError(f"to_uint8 expects a float array, got {x.dtype}")
+    if np.isnan(x).any():
+        raise ValueError("to_uint8: input contains NaN")
+    return (x.dtype.type(255) * x.clip(0, 1)).astype(np.uint8)

@@ -1,0 +1,209 @@
+"""Building blocks shared by the keypoint-based methods (FOMM and its descendants).
+
+Attribute names (``conv``, ``norm``, ``down_blocks``, ``encoder`` ...) follow the released FOMM
+checkpoints so that their state_dicts load with ``strict=True``. The reference used synchronised
+batch norm; ``nn.BatchNorm2d`` stores the same keys (weight, bias, running_mean, running_var,
+num_batches_tracked) and is equivalent on a single device.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def make_coordinate_grid(
+    spatial_size: tuple[int, int] | torch.Size,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """(H, W, 2) grid of pixel-centre coordinates in [-1, 1], x first (``grid_sample`` order).
+
+    The first and last pixel centres sit exactly on -1 and 1, which is the
+    ``align_corners=True`` convention of ``grid_sample``.
+    """
+    h, w = int(spatial_size[0]), int(spatial_size[1])
+    xs = (
+        torch.linspace(-1.0, 1.0, w, dtype=dtype, device=device)
+        if w > 1
+        else torch.zeros(1, dtype=dtype, device=device)
+    )
+    ys = (
+        torch.linspace(-1.0, 1.0, h, dtype=dtype, device=device)
+        if h > 1
+        else torch.zeros(1, dtype=dtype, device=device)
+    )
+    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([xx, yy], dim=-1)
+
+
+def kp2gaussian(
+    value: torch.Tensor, spatial_size: tuple[int, int] | torch.Size, kp_variance: float
+) -> torch.Tensor:
+    """Isotropic gaussian bump around each keypoint: (..., K, 2) -> (..., K, H, W)."""
+    grid = make_coordinate_grid(spatial_size, value.dtype, value.device)
+    diff = grid - value[..., None, None, :]
+    return torch.exp(-0.5 * diff.pow(2).sum(-1) / kp_variance)
+
+
+class AntiAliasInterpolation2d(nn.Module):
+    """Gaussian blur followed by integer-stride subsampling (band-limited downscaling).
+
+    The depthwise kernel is a buffer named ``weight`` because released checkpoints store it.
+    """
+
+    def __init__(self, channels: int, scale: float) -> None:
+        super().__init__()
+        self.scale = scale
+        self.groups = channels
+        self.stride = int(1 / scale)
+        # sigma chosen so that the blur removes frequencies above the new Nyquist limit
+        sigma = (1 / scale - 1) / 2
+        size = 2 * round(sigma * 4) + 1
+        self.pad = size // 2
+        if sigma > 0:
+            coords = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
+            g = torch.exp(-coords.pow(2) / (2 * sigma**2))
+            kernel = g[:, None] * g[None, :]
+            kernel = kernel / kernel.sum()
+        else:
+            kernel = torch.ones(1, 1)
+        self.register_buffer("weight", kernel.expand(channels, 1, size, size).clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.scale == 1.0:
+            return x
+        x = F.pad(x, (self.pad, self.pad, self.pad, self.pad))
+        # a strided conv equals blur-then-slice [::stride] at a fraction of the cost
+        return F.conv2d(x, self.weight, stride=self.stride, groups=self.groups)
+
+
+class ResBlock2d(nn.Module):
+    """Pre-activation residual block; keeps channels and resolution."""
+
+    def __init__(
+        self,
+        in_features: int,
+        kernel_size: int | tuple[int, int] = 3,
+        padding: int | tuple[int, int] = 1,
+    ) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_features, in_features, kernel_size, padding=padding)
+        self.conv2 = nn.Conv2d(in_features, in_features, kernel_size, padding=padding)
+        self.norm1 = nn.BatchNorm2d(in_features, affine=True)
+        self.norm2 = nn.BatchNorm2d(in_features, affine=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv1(F.relu(self.norm1(x)))
+        out = self.conv2(F.relu(self.norm2(out)))
+        return out + x
+
+
+class _ConvNormReLU(nn.Module):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        kernel_size: int | tuple[int, int] = 3,
+        padding: int | tuple[int, int] = 1,
+        groups: int = 1,
+    ) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(
+            in_features, out_features, kernel_size, padding=padding, groups=groups
+        )
+        self.norm = nn.BatchNorm2d(out_features, affine=True)
+
+
+class SameBlock2d(_ConvNormReLU):
+    """conv -> BN -> ReLU at constant resolution."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.norm(self.conv(x)))
+
+
+class DownBlock2d(_ConvNormReLU):
+    """conv -> BN -> ReLU -> 2x2 average pooling."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(F.relu(self.norm(self.conv(x))), 2)
+
+
+class UpBlock2d(_ConvNormReLU):
+    """2x nearest upsampling -> conv -> BN -> ReLU."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(x, scale_factor=2.0, mode="nearest")
+        return F.relu(self.norm(self.conv(x)))
+
+
+def _width(block_expansion: int, max_features: int, level: int) -> int:
+    return min(max_features, block_expansion * 2**level)
+
+
+class Encoder(nn.Module):
+    """Hourglass encoder; returns the input and every down block's output (the skips)."""
+
+    def __init__(
+        self, block_expansion: int, in_features: int, num_blocks: int = 3, max_features: int = 256
+    ) -> None:
+        super().__init__()
+        self.down_blocks = nn.ModuleList(
+            DownBlock2d(
+                in_features if i == 0 else _width(block_expansion, max_features, i),
+                _width(block_expansion, max_features, i + 1),
+            )
+            for i in range(num_blocks)
+        )
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        outs = [x]
+        for block in self.down_blocks:
+            outs.append(block(outs[-1]))
+        return outs
+
+
+class Decoder(nn.Module):
+    """Hourglass decoder; concatenates each skip after upsampling (U-Net style)."""
+
+    def __init__(
+        self, block_expansion: int, in_features: int, num_blocks: int = 3, max_features: int = 256
+    ) -> None:
+        super().__init__()
+        blocks = []
+        for i in reversed(range(num_blocks)):
+            # the deepest block sees only the bottleneck, later ones bottleneck + skip
+            mult = 1 if i == num_blocks - 1 else 2
+            blocks.append(
+                UpBlock2d(
+                    mult * _width(block_expansion, max_features, i + 1),
+                    _width(block_expansion, max_features, i),
+                )
+            )
+        self.up_blocks = nn.ModuleList(blocks)
+        self.out_filters = block_expansion + in_features
+
+    def forward(self, skips: list[torch.Tensor]) -> torch.Tensor:
+        out = skips[-1]
+        for block, skip in zip(self.up_blocks, reversed(skips[:-1]), strict=True):
+            out = torch.cat([block(out), skip], dim=1)
+        return out
+
+
+class Hourglass(nn.Module):
+    """U-Net; output has ``out_filters = block_expansion + in_features`` channels at input size.
+
+    The spatial size must be divisible by ``2**num_blocks``.
+    """
+
+    def __init__(
+        self, block_expansion: int, in_features: int, num_blocks: int = 3, max_features: int = 256
+    ) -> None:
+        super().__init__()
+        self.encoder = Encoder(block_expansion, in_features, num_blocks, max_features)
+        self.decoder = Decoder(block_expansion, in_features, num_blocks, max_features)
+        self.out_filters = self.decoder.out_filters
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.encoder(x))

@@ -1,0 +1,75 @@
+"""Loading and validating method configs against ``methods/configs/schema.yaml``."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+SCHEMA_PATH = Path(__file__).parent / "configs" / "schema.yaml"
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+class MethodConfigError(ValueError):
+    """A method config does not match the schema; the message names the file and key path."""
+
+
+def _schema() -> dict[str, Any]:
+    with open(SCHEMA_PATH) as handle:
+        return yaml.safe_load(handle)
+
+
+def validate_method_config(config: Any, source: str = "<config>") -> None:
+    """Raise :class:`MethodConfigError` listing every schema violation of ``config``."""
+    validator = jsonschema.Draft202012Validator(_schema())
+    errors = sorted(
+        validator.iter_errors(config), key=lambda e: (list(map(str, e.absolute_path)), e.message)
+    )
+    if not errors:
+        return
+    lines = []
+    for error in errors:
+        path = ".".join(str(part) for part in error.absolute_path) or "<top level>"
+        lines.append(f"  at {path}: {error.message}")
+    raise MethodConfigError(f"{source}: invalid method config\n" + "\n".join(lines))
+
+
+def apply_overrides(config: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Copy of ``config`` with dotted keys replaced, e.g. ``{"train_params.num_epochs": 2}``.
+
+    New keys may be created; the schema validation that follows rejects misspelt ones.
+    """
+    result = copy.deepcopy(config)
+    for dotted, value in overrides.items():
+        node = result
+        parts = dotted.split(".")
+        for i, part in enumerate(parts[:-1]):
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise MethodConfigError(
+                    f"override {dotted!r}: {'.'.join(parts[: i + 1])} is not a section"
+                )
+        node[parts[-1]] = copy.deepcopy(value)
+    return result
+
+
+def load_method_config(
+    path: str | Path, overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Read a YAML method config, apply dotted ``overrides`` and validate the result.
+
+    Errors name ``path`` and the offending key path.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MethodConfigError(f"method config {path} does not exist")
+    with open(path) as handle:
+        config = yaml.safe_load(handle)
+    if overrides:
+        config = apply_overrides(config, overrides)
+    source = f"{path} (with overrides {sorted(overrides)})" if overrides else str(path)
+    validate_method_config(config, source)
+    return config

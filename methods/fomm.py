@@ -1,0 +1,133 @@
+"""First Order Motion Model (Siarohin et al., NeurIPS 2019) as an :class:`AnimationModel`.
+
+Adversarial training (the reference's optional discriminator, weight 0 in its vox/taichi
+configs) is not implemented, so checkpoints hold ``generator`` and ``kp_detector`` only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from methods.base import AnimationModel, Motion
+from methods.detectors.keypoint import KPDetector
+from methods.generators import OcclusionAwareGenerator
+from methods.losses import (
+    PyramidPerceptualLoss,
+    equivariance_jacobian_loss,
+    equivariance_value_loss,
+)
+from methods.registry import register_method
+from methods.transforms import RandomTPS
+from methods.weights import DEFAULT_WEIGHTS_DIR
+
+
+@register_method("fomm")
+class FOMM(AnimationModel):
+    """Keypoint detector + occlusion-aware generator, built from a reference-shaped config.
+
+    ``model_params.common_params.align_corners`` is used for every ``grid_sample`` (sparse
+    motions, generator warps, equivariance transform). The released checkpoints were trained on
+    torch 1.0, whose ``grid_sample`` behaved as ``align_corners=True``; the reference code passes
+    no flag, so on modern torch it runs with ``False`` and warps slightly differently.
+
+    ``with_losses=False`` skips building the loss modules (no VGG file needed), for inference.
+    The equivariance warps draw from ``self.rng`` (a ``torch.Generator``) when it is set,
+    otherwise from the global torch RNG.
+    """
+
+    checkpoint_keys = ("generator", "kp_detector")
+
+    def __init__(
+        self,
+        config: dict[str, Any],
+        weights_dir: str | Path = DEFAULT_WEIGHTS_DIR,
+        with_losses: bool = True,
+    ) -> None:
+        super().__init__(config)
+        model_params = config["model_params"]
+        common = dict(model_params["common_params"])
+        align_corners = bool(common.pop("align_corners", True))
+        self.align_corners = align_corners
+        self.estimate_jacobian = bool(common.get("estimate_jacobian", False))
+        self.kp_detector = KPDetector(**model_params["kp_detector_params"], **common)
+        self.generator = OcclusionAwareGenerator(
+            **model_params["generator_params"], **common, align_corners=align_corners
+        )
+        self.rng: torch.Generator | None = None
+
+        train_params = config.get("train_params", {})
+        self.transform_params = dict(train_params.get("transform_params", {}))
+        self.loss_weights = dict(train_params.get("loss_weights", {}))
+        self.perceptual: PyramidPerceptualLoss | None = None
+        if with_losses and sum(self.loss_weights.get("perceptual", [])) != 0:
+            self.perceptual = PyramidPerceptualLoss(
+                train_params.get("perceptual_loss", "vgg19"),
+                train_params["scales"],
+                self.loss_weights["perceptual"],
+                num_channels=common.get("num_channels", 3),
+                weights_dir=weights_dir,
+            )
+
+    def optimizer_groups(self) -> dict[str, list[nn.Parameter]]:
+        return {
+            "generator": list(self.generator.parameters()),
+            "kp_detector": list(self.kp_detector.parameters()),
+        }
+
+    def encode(self, image: torch.Tensor) -> Motion:
+        return self.kp_detector(image)
+
+    def generate(
+        self, source: torch.Tensor, motion_source: Motion, motion_driving: Motion
+    ) -> dict[str, torch.Tensor]:
+        return self.generator(source, kp_driving=motion_driving, kp_source=motion_source)
+
+    def forward(
+        self, source: torch.Tensor, driving: torch.Tensor
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        kp_source = self.kp_detector(source)
+        kp_driving = self.kp_detector(driving)
+        generated = self.generate(source, kp_source, kp_driving)
+        for name, kp in (("kp_source", kp_source), ("kp_driving", kp_driving)):
+            generated[name] = kp["value"]
+            if "jacobian" in kp:
+                generated[f"{name}_jacobian"] = kp["jacobian"]
+
+        losses: dict[str, torch.Tensor] = {}
+        if self.perceptual is not None:
+            losses["perceptual"] = self.perceptual(generated["prediction"], driving)
+
+        w_value = float(self.loss_weights.get("equivariance_value", 0))
+        w_jac = (
+            float(self.loss_weights.get("equivariance_jacobian", 0))
+            if self.estimate_jacobian
+            else 0.0
+        )
+        if w_value != 0 or w_jac != 0:
+            transform = RandomTPS(
+                driving.shape[0],
+                **self.transform_params,
+                generator=self.rng,
+                device=driving.device,
+                dtype=driving.dtype,
+                align_corners=self.align_corners,
+            )
+            transformed_frame = transform.transform_frame(driving)
+            transformed_kp = self.kp_detector(transformed_frame)
+            generated["transformed_frame"] = transformed_frame
+            generated["transformed_kp"] = transformed_kp["value"]
+            if w_value != 0:
+                warped = transform.warp_coordinates(transformed_kp["value"])
+                losses["equivariance_value"] = w_value * equivariance_value_loss(
+                    kp_driving["value"], warped
+                )
+            if w_jac != 0:
+                composed = transform.jacobian(transformed_kp["value"]) @ transformed_kp["jacobian"]
+                losses["equivariance_jacobian"] = w_jac * equivariance_jacobian_loss(
+                    kp_driving["jacobian"], composed
+                )
+        return losses, generated

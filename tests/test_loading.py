@@ -1,0 +1,244 @@
+"""Training pairs and whole-video loading: shapes, determinism, augmentation, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from data_prep.loading import AugmentationConfig, FramePairDataset, VideoDataset
+from data_prep.manifest import ManifestError, write_manifest
+from data_prep.synthetic import generate
+from data_prep.video import VideoError, frame_name, read_video, write_video
+
+TINY = dict(
+    size=32,
+    num_identities=3,
+    num_test_identities=1,
+    train_videos=3,
+    test_videos=2,
+    min_frames=5,
+    max_frames=8,
+    seed=3,
+)
+FULL_AUG = {
+    "flip_param": {"horizontal_flip": True, "time_flip": True},
+    "jitter_param": {"brightness": 0.1, "contrast": 0.1, "saturation": 0.1, "hue": 0.1},
+}
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    return generate(TINY, tmp_path_factory.mktemp("ds") / "tiny")
+
+
+def _dataset(root, videos):
+    """Write a dataset from ``{name: (split, frames or None, status)}``."""
+    rows = []
+    for name, (split, frames, status) in videos.items():
+        if frames is not None:
+            write_video(root / split / name, frames)
+        rows.append(
+            {
+                "video": name,
+                "split": split,
+                "frames": 0 if frames is None else len(frames),
+                "size": "" if frames is None else f"{frames.shape[1]}x{frames.shape[2]}",
+                "source": "test",
+                "status": status,
+            }
+        )
+    write_manifest(root / "manifest.csv", rows)
+    return root
+
+
+def _rand(t=4, h=16, w=16, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (t, h, w, 3), dtype=np.uint8)
+
+
+def _same(a, b):
+    return torch.equal(a["source"], b["source"]) and torch.equal(a["driving"], b["driving"])
+
+
+def test_pair_shapes_and_range(root):
+    ds = FramePairDataset(root, "train", (32, 32), FULL_AUG, num_repeats=4)
+    assert len(ds) == 12
+    assert ds.videos == sorted(ds.videos)
+    item = ds[5]
+    assert item["video"] == ds.videos[5 % 3]
+    for key in ("source", "driving"):
+        x = item[key]
+        assert x.shape == (3, 32, 32) and x.dtype == torch.float32
+        assert 0.0 <= x.min() and x.max() <= 1.0
+    with pytest.raises(IndexError):
+        ds[12]
+
+
+def test_frame_size_comes_from_manifest(root):
+    assert FramePairDataset(root).frame_size == (32, 32)
+    with pytest.raises(VideoError, match=r"32x32.*frame_size=\(64, 64\)"):
+        FramePairDataset(root, frame_size=(64, 64))
+
+
+def test_pairs_are_frames_of_the_video(root):
+    ds = FramePairDataset(root, num_repeats=2)
+    for i in range(len(ds)):
+        item = ds[i]
+        video = torch.from_numpy(read_video(root / "train" / item["video"])).permute(0, 3, 1, 2)
+        video = video.float() / 255
+        for key in ("source", "driving"):
+            assert any(torch.equal(item[key], f) for f in video)
+
+
+def test_deterministic_per_epoch(root):
+    a = FramePairDataset(root, augmentation=FULL_AUG, num_repeats=3, seed=1)
+    b = FramePairDataset(root, augmentation=FULL_AUG, num_repeats=3, seed=1)
+    assert all(_same(a[i], b[i]) for i in range(len(a)))
+    first = [a[i] for i in range(len(a))]
+    a.set_epoch(1)
+    second = [a[i] for i in range(len(a))]
+    assert not all(_same(x, y) for x, y in zip(first, second, strict=True))
+    a.set_epoch(0)  # resuming at an epoch boundary replays it
+    assert all(_same(x, a[i]) for i, x in enumerate(first))
+    c = FramePairDataset(root, augmentation=FULL_AUG, num_repeats=3, seed=2)
+    assert not all(_same(x, c[i]) for i, x in enumerate(first))
+
+
+def test_independent_of_num_workers(root):
+    ds = FramePairDataset(root, augmentation=FULL_AUG, num_repeats=4, seed=5)
+    ds.set_epoch(3)
+
+    def batches(workers):
+        loader = DataLoader(ds, batch_size=4, num_workers=workers, shuffle=False)
+        return list(loader)
+
+    b0, b1 = batches(0), batches(1)
+    assert len(b0) == len(b1) == 3
+    for x, y in zip(b0, b1, strict=True):
+        assert torch.equal(x["source"], y["source"]) and torch.equal(x["driving"], y["driving"])
+        assert x["video"] == y["video"]
+
+
+def test_horizontal_flip_applies_to_both_frames(root):
+    plain = FramePairDataset(root, num_repeats=8)
+    flip = FramePairDataset(
+        root, augmentation={"flip_param": {"horizontal_flip": True}}, num_repeats=8
+    )
+    flipped = 0
+    for i in range(len(plain)):
+        p, f = plain[i], flip[i]
+        if torch.equal(f["source"], p["source"].flip(-1)) and not torch.equal(
+            f["source"], p["source"]
+        ):
+            flipped += 1
+            assert torch.equal(f["driving"], p["driving"].flip(-1))
+        else:
+            assert _same(p, f)
+    assert 0 < flipped < len(plain)
+
+
+def test_time_flip_swaps_order(root):
+    plain = FramePairDataset(root, num_repeats=8)
+    tflip = FramePairDataset(root, augmentation={"flip_param": {"time_flip": True}}, num_repeats=8)
+    swapped = 0
+    for i in range(len(plain)):
+        p, t = plain[i], tflip[i]
+        if not _same(p, t):
+            swapped += 1
+            assert torch.equal(t["source"], p["driving"])
+            assert torch.equal(t["driving"], p["source"])
+    assert swapped > 0
+
+
+def test_jitter_uses_same_parameters_for_both_frames(tmp_path):
+    still = np.repeat(_rand(t=1), 6, axis=0)  # identical frames: any pair is (x, x)
+    _dataset(tmp_path, {"still": ("train", still, "ok")})
+    plain = FramePairDataset(tmp_path, num_repeats=6)
+    jit = FramePairDataset(tmp_path, augmentation=FULL_AUG, num_repeats=6)
+    for i in range(len(jit)):
+        item = jit[i]
+        assert torch.equal(item["source"], item["driving"])
+    assert not torch.equal(jit[0]["source"], plain[0]["source"])
+
+
+def test_missing_videos_are_excluded(tmp_path):
+    _dataset(
+        tmp_path,
+        {
+            "b": ("train", _rand(seed=1), "ok"),
+            "a": ("train", _rand(seed=2), "ok"),
+            "gone": ("train", None, "missing"),
+            "bad": ("train", None, "corrupt"),
+            "t": ("test", _rand(t=3, seed=3), "ok"),
+        },
+    )
+    assert FramePairDataset(tmp_path).videos == ["a", "b"]
+    vd = VideoDataset(tmp_path)
+    assert vd.videos == ["t"] and len(vd) == 1
+    item = vd[0]
+    assert item["video"] == "t" and item["frames"].shape == (3, 3, 16, 16)
+    expected = torch.from_numpy(_rand(t=3, seed=3)).permute(0, 3, 1, 2).float() / 255
+    assert torch.equal(item["frames"], expected)
+
+
+def test_video_dataset_on_synthetic(root):
+    vd = VideoDataset(root, "test", (32, 32))
+    assert vd.videos == sorted(vd.videos) and len(vd) == 2
+    for i in range(len(vd)):
+        frames = vd[i]["frames"]
+        assert frames.dtype == torch.float32 and frames.shape[1:] == (3, 32, 32)
+        assert 5 <= frames.shape[0] <= 8 and frames.shape[0] == vd.num_frames(i)
+
+
+def test_no_test_split(tmp_path):
+    _dataset(tmp_path, {"a": ("train", _rand(), "ok")})
+    with pytest.raises(ManifestError, match=r"has no test split"):
+        VideoDataset(tmp_path, "test")
+
+
+def test_no_available_test_videos(tmp_path):
+    _dataset(tmp_path, {"a": ("train", _rand(), "ok"), "x": ("test", None, "missing")})
+    with pytest.raises(ManifestError, match=r"no available test videos"):
+        VideoDataset(tmp_path, "test")
+
+
+def test_empty_video_folder_fails_at_construction(tmp_path):
+    _dataset(tmp_path, {"a": ("train", _rand(), "ok"), "b": ("train", _rand(), "ok")})
+    for f in (tmp_path / "train" / "b").iterdir():
+        f.unlink()
+    with pytest.raises(VideoError, match=r"train/b holds no frames"):
+        FramePairDataset(tmp_path)
+    with pytest.raises(VideoError, match=r"train/b holds no frames"):
+        VideoDataset(tmp_path, "train")
+
+
+def test_corrupt_frame_fails_at_read(tmp_path):
+    _dataset(tmp_path, {"a": ("train", _rand(t=1), "ok")})
+    (tmp_path / "train" / "a" / frame_name(0)).write_bytes(b"garbage")
+    ds = FramePairDataset(tmp_path)
+    with pytest.raises(VideoError, match=r"a/0000000\.png is corrupt"):
+        ds[0]
+
+
+def test_wrong_resolution_fails_at_read(tmp_path):
+    _dataset(tmp_path, {"a": ("train", _rand(t=1), "ok")})
+    write_video(tmp_path / "train" / "a", _rand(t=1, h=8, w=8))
+    with pytest.raises(VideoError, match=r"0000000\.png is 8x8.*expected 16x16"):
+        FramePairDataset(tmp_path)[0]
+    with pytest.raises(VideoError, match=r"0000000\.png is 8x8"):
+        VideoDataset(tmp_path, "train")[0]
+
+
+def test_augmentation_config():
+    cfg = AugmentationConfig.from_dict(FULL_AUG)
+    assert cfg.horizontal_flip and cfg.time_flip and cfg.hue == 0.1 and cfg.jitter
+    assert not AugmentationConfig.from_dict({}).jitter
+    with pytest.raises(ValueError, match=r"unknown augmentation key.*rotation_param"):
+        AugmentationConfig.from_dict({"rotation_param": {}})
+    with pytest.raises(ValueError, match=r"unknown jitter_param key.*gamma"):
+        AugmentationConfig.from_dict({"jitter_param": {"gamma": 0.1}})
+    with pytest.raises(ValueError, match="brightness must be a number >= 0"):
+        AugmentationConfig.from_dict({"jitter_param": {"brightness": -1}})
+    with pytest.raises(ValueError, match="horizontal_flip must be true or false"):
+        AugmentationConfig.from_dict({"flip_param": {"horizontal_flip": "yes"}})

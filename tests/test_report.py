@@ -1,0 +1,52 @@
+"""Rendering table1.html from results on disk."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pandas as pd
+
+from data_prep.manifest import available_videos
+from data_prep.video import read_video, write_stacked_png
+from reports.paper import paper_table1
+from reports.table1 import render_table1
+from tests.conftest import REPO
+
+
+def _fake_run(tiny_dataset, results, l1_by_video):
+    run_dir = results / "synthetic" / "fomm"
+    rows = []
+    for video in available_videos(tiny_dataset, "test"):
+        frames = read_video(tiny_dataset / "test" / video)
+        write_stacked_png(run_dir / "reconstruction" / f"{video}.png", frames)
+        rows += [{"video": video, "frame": i, "l1": l1_by_video[video]} for i in range(len(frames))]
+    pd.DataFrame(rows).to_csv(run_dir / "metrics.csv", index=False)
+    pd.DataFrame({"video": list(l1_by_video), "frames": 0, "file": ""}).to_csv(run_dir / "reconstruction" / "index.csv", index=False)
+    (run_dir / "run.json").write_text(json.dumps({"method_config": "methods/configs/fomm/synthetic.yaml", "perceptual_loss": "pixel_pyramid", "epochs": 3, "train_seconds": 1.5}))
+    return pd.DataFrame(rows)
+
+
+def test_table1_html(tiny_dataset, tmp_path):
+    videos = available_videos(tiny_dataset, "test")
+    results = tmp_path / "results"
+    table = _fake_run(tiny_dataset, results, {videos[0]: 0.01, videos[1]: 0.03})
+    config = {
+        "seed": 7,
+        "paths": {"datasets": str(tiny_dataset.parent), "results": str(results), "weights": "w"},
+        "datasets": {"synthetic": {"builder": "synthetic", "protocol": "synthetic"}},
+        "runs": {"fomm": {"method": "fomm"}},
+        "table1": {"datasets": ["synthetic"], "runs": ["fomm"]},
+    }
+    out = render_table1(config, tmp_path / "table1.html", REPO, config_name="tiny.yaml")
+    html = out.read_text()
+    assert f"{table['l1'].mean():.4f}" in html  # frame-weighted number of this run
+    assert "0.0200" in html  # per-video mean
+    # Every paper number of Table 1 is shown beside ours.
+    reference = paper_table1()
+    cpab_taichi = reference[(reference.method == "CPAB") & (reference.dataset == "taichi")]
+    assert f"{cpab_taichi['AKD'].iloc[0]:.3f}" in html
+    assert "X2Face" in html and "pixel_pyramid" in html and "tiny.yaml" in html
+    assert re.search(r"2 / 2</td>", html)  # test videos available / listed
+    assert html.count("data:image/png;base64,") == 2  # ground truth + one run
+    assert "seed 7" in html

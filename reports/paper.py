@@ -13,8 +13,12 @@ PAPER_NAMES = {"fomm": "FOMM", "mraa": "MRAA", "tpsmm": "TPSMM", "cpab": "CPAB"}
 
 
 def paper_table1() -> pd.DataFrame:
-    """Table 1 of the CPAB paper: one row per (method, dataset); NaN where not reported."""
-    return pd.read_csv(DATA / "paper_table1.csv", comment="#")
+    """Table 1 of the CPAB paper: one row per (method, dataset), numbers kept as printed.
+
+    Values are strings ("0.080", "17.65") so reports show exactly what the paper printed;
+    empty string where the paper reports nothing.
+    """
+    return pd.read_csv(DATA / "paper_table1.csv", comment="#", dtype=str, keep_default_na=False)
 
 
 def paper_name(run: str) -> str | None:

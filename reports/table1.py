@@ -70,8 +70,8 @@ def build_rows(results: list[RunResult], datasets: list[str], runs: list[str]) -
             for metric in paper.METRICS:
                 result = ours.get((method, dataset))
                 mine = result.frame_weighted.get(METRIC_KEYS[metric]) if result else None
-                theirs = float(ref[metric].iloc[0]) if len(ref) else None
-                cells.append({"ours": _fmt(mine, metric), "paper": _fmt(theirs, metric)})
+                theirs = ref[metric].iloc[0] if len(ref) else ""
+                cells.append({"ours": _fmt(mine, metric), "paper": theirs or "—"})
         rows.append({"method": method, "label": name or method, "is_run": is_run, "cells": cells})
     return rows
 

@@ -1,0 +1,274 @@
+"""Benchmark of methods.motion.cpab against libcpab 0.1.3 (the CPAB release's library).
+
+Run: ``python tests/benchmarks/bench_cpab.py [--quick]``. Every ratio is measured in this
+process against the baseline, interleaving the runs. The baseline is libcpab's pure-PyTorch
+path when ``libcpab`` is importable; otherwise our own ``numeric`` integrator + Adam stands
+in and the output says so. ``--quick`` shrinks every size so the script runs in seconds
+(smoke test only; its ratios mean nothing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from methods.motion.cpab import CPAB, Tessellation  # noqa: E402
+
+
+def _timed(fn, repeat: int = 1):
+    """Best-of-``repeat`` wall time (other jobs share the CPU; the minimum is the signal)."""
+    best, out = float("inf"), None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, out
+
+
+class Baseline:
+    """The release's procedure: libcpab on [0, 1]^2, or our numeric scheme if absent."""
+
+    def __init__(self, ours: CPAB) -> None:
+        self.ours = ours
+        self.lib = None
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                from libcpab import Cpab
+
+            n = ours.tess.nx
+            self.lib = Cpab([n, n], device="cpu", zero_boundary=False)
+            self.lib_basis = torch.as_tensor(self.lib.params.basis, dtype=torch.float64)
+        except ImportError:
+            pass
+        self.name = "libcpab 0.1.3 (pytorch path)" if self.lib else "OUR numeric+Adam (NO libcpab)"
+
+    def theta_from_ours(self, theta: torch.Tensor) -> torch.Tensor:
+        """Same velocity field in libcpab's parameters: u = (x + 1) / 2 gives
+        du/dt = M u + (b - M 1) / 2."""
+        a = self.ours.cell_matrices(theta)
+        m, b = a[..., :2], a[..., 2]
+        b_lib = 0.5 * (b - m.sum(-1))
+        flat = torch.cat([m, b_lib[..., None]], -1).reshape(theta.shape[0], -1)
+        return (flat @ self.lib_basis).float()
+
+    def transform(self, points: torch.Tensor, theta_lib: torch.Tensor) -> torch.Tensor:
+        """points (B, N, 2) in [-1, 1] -> (B, N, 2) in [-1, 1], through libcpab."""
+        if self.lib is None:
+            return self.ours.transform(points, theta_lib, method="numeric")
+        u = ((points + 1) / 2).permute(0, 2, 1).contiguous()
+        return self.lib.transform_grid(u, theta_lib).permute(0, 2, 1) * 2 - 1
+
+    def flow(self, theta_lib: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        ys, xs = torch.linspace(-1, 1, h), torch.linspace(-1, 1, w)
+        gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+        grid = torch.stack([gx, gy], -1).reshape(1, -1, 2).expand(theta_lib.shape[0], -1, -1)
+        return self.transform(grid.contiguous(), theta_lib).reshape(-1, h, w, 2)
+
+    def fit(self, kd: torch.Tensor, ks: torch.Tensor, iterations: int) -> torch.Tensor:
+        """The release's loop: zero (libcpab: 1e-6) start, Adam lr 1e-2, Frobenius loss."""
+        if self.lib is None:
+            return self.ours.fit(kd, ks, method="adam", iterations=iterations)
+        theta = self.lib.identity(kd.shape[0], epsilon=1e-6).requires_grad_(True)
+        opt = torch.optim.Adam([theta], lr=1e-2)
+        kd, ks = kd.detach(), ks.detach()
+        for _ in range(iterations):
+            opt.zero_grad()
+            torch.linalg.norm(self.transform(kd, theta) - ks).backward()
+            opt.step()
+        return theta.detach()
+
+    def residual(self, kd, ks, theta_lib) -> torch.Tensor:
+        with torch.no_grad():
+            return (self.transform(kd, theta_lib) - ks).norm(dim=-1).mean(-1)
+
+
+def _grid(n: int, b: int) -> torch.Tensor:
+    lin = torch.linspace(-1, 1, n)
+    gy, gx = torch.meshgrid(lin, lin, indexing="ij")
+    return torch.stack([gx, gy], -1).reshape(1, -1, 2).expand(b, -1, -1).contiguous()
+
+
+def _keypoints(cpab: CPAB, sets: int, n: int, gen: torch.Generator, noise: float = 0.01):
+    """Driving keypoints and sources from a prior-sampled motion plus noise."""
+    kd = torch.rand(sets, n, 2, generator=gen, dtype=torch.float64) * 1.6 - 0.8
+    theta = 0.3 * cpab.sample(sets, generator=gen)
+    ks = cpab.transform(kd, theta) + noise * torch.randn(kd.shape, generator=gen, dtype=kd.dtype)
+    return kd.float(), ks.float()
+
+
+def _quantiles(r: torch.Tensor) -> str:
+    q = torch.quantile(r.double(), torch.tensor([0.0, 0.5, 0.9, 1.0], dtype=torch.float64))
+    return "min {:.2e}  median {:.2e}  p90 {:.2e}  max {:.2e}".format(*q.tolist())
+
+
+def _verdict(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+def bench_warp(quick: bool, gen: torch.Generator) -> None:
+    cpab = CPAB(Tessellation(4, 4))
+    base = Baseline(cpab)
+    side, nth = (32, 2) if quick else (256, 8)
+    theta = 0.3 * cpab.sample(nth, generator=gen)
+    grid = _grid(side, nth)
+    print(f"\n== Warp alone: {side}x{side} grid, 4x4 triangles, {nth} theta, forward + backward")
+    print(f"   baseline: {base.name}")
+
+    def run(fn, th):
+        th = th.clone().requires_grad_(True)
+        out = fn(th)
+        out.sum().backward()
+        return out.detach()
+
+    th_lib = base.theta_from_ours(theta) if base.lib else theta.float()
+    reps = 1 if quick else 2
+    t_lib, y_lib = _timed(lambda: run(lambda t: base.transform(grid, t), th_lib), reps)
+    t_cf, y_cf = _timed(lambda: run(lambda t: cpab.transform(grid, t), theta.float()), reps)
+    t_nm, y_nm = _timed(
+        lambda: run(lambda t: cpab.transform(grid, t, method="numeric"), theta.float()), reps
+    )
+    # High-precision reference on a random subset: float64 fixed steps, two step counts.
+    sub = torch.randperm(grid.shape[1], generator=gen)[: (64 if quick else 1024)]
+    pts = grid[:, sub].double()
+    a = cpab.cell_matrices(theta)
+    from methods.motion.cpab import integrate_numeric
+
+    steps = 200 if quick else 4000
+    ref = integrate_numeric(pts, a, cpab.tess, steps)
+    ref2 = integrate_numeric(pts, a, cpab.tess, steps // 2)
+    ref_err = (ref - ref2).norm(dim=-1).max().item() / 2
+
+    def err(y):  # max error in units of the domain size (the domain is 2 wide)
+        return (y[:, sub].double() - ref).norm(dim=-1).max().item() / 2
+
+    e_lib, e_cf, e_nm = err(y_lib), err(y_cf), err(y_nm)
+    disp = (y_cf - grid).norm(dim=-1).mean().item() / 2
+    print(f"   mean displacement {disp:.3f} domain; reference self-error {ref_err:.1e}")
+    print(f"   time  baseline {t_lib:.3f}s  closed_form {t_cf:.3f}s  numeric(50) {t_nm:.3f}s")
+    print(f"   max error (domain units)  baseline {e_lib:.2e}  closed_form {e_cf:.2e}  numeric {e_nm:.2e}")
+    print(f"RATIO warp closed_form accuracy: {e_lib / max(e_cf, 1e-16):.1f}x more accurate (target >= 10x) {_verdict(e_lib >= 10 * e_cf)}")
+    print(f"RATIO warp closed_form speed: {t_lib / t_cf:.2f}x (target >= 1x) {_verdict(t_cf <= t_lib)}")
+    print(f"RATIO warp numeric speed: {t_lib / t_nm:.2f}x (target > 1x) {_verdict(t_nm < t_lib)}")
+
+
+def bench_fit(quick: bool, gen: torch.Generator) -> None:
+    iters = 10 if quick else 200
+    for label, n, cells, sets, target in (
+        ("64 five-keypoint sets, 4x4", 5, 4, 4 if quick else 64, 50),
+        ("one 50-keypoint set, 6x6", 50, 6, 1, 25),
+    ):
+        cpab = CPAB(Tessellation(cells, cells))
+        base = Baseline(cpab)
+        kd, ks = _keypoints(cpab, sets, n, gen)
+        print(f"\n== Fit alone: {label}; baseline {base.name}, Adam {iters} steps")
+        t_adam, th_adam = _timed(lambda kd=kd, ks=ks, base=base: base.fit(kd, ks, iters))
+        t_fast, th_fast = _timed(lambda kd=kd, ks=ks, cpab=cpab: cpab.fit(kd, ks), 1 if quick else 3)
+        r_adam = base.residual(kd, ks, th_adam)
+        with torch.no_grad():
+            r_fast = (cpab.transform(kd.double(), th_fast) - ks.double()).norm(dim=-1).mean(-1)
+        print(f"   time  adam {t_adam:.3f}s  fast {t_fast:.4f}s")
+        print(f"   residual per set (mean keypoint distance, [-1,1] units)\n     adam {_quantiles(r_adam)}\n     fast {_quantiles(r_fast)}")
+        ok_r = r_fast.median() <= r_adam.median() and r_fast.mean() <= r_adam.mean()
+        print(f"RATIO fit {label} speed: {t_adam / t_fast:.1f}x (target >= {target}x) {_verdict(t_adam >= target * t_fast)}")
+        print(f"RATIO fit {label} residual: adam/fast mean {r_adam.mean() / r_fast.mean():.1f}x, median {r_adam.median() / r_fast.median():.1f}x (target >= 1x) {_verdict(bool(ok_r))}")
+
+
+def bench_end_to_end(quick: bool, gen: torch.Generator) -> None:
+    bsz, side = (2, 16) if quick else (8, 64)
+    it_l, it_g = (5, 8) if quick else (200, 300)
+    loc, glo = CPAB(Tessellation(4, 4)), CPAB(Tessellation(6, 6))
+    bl, bg = Baseline(loc), Baseline(glo)
+    kd_l, ks_l = _keypoints(loc, bsz * 10, 5, gen)
+    kd_g, ks_g = _keypoints(glo, bsz, 50, gen)
+    print(f"\n== End to end, one training step: batch {bsz}, 10 local 4x4 (5 kp) + 1 global 6x6 (50 kp),")
+    print(f"   dense {side}x{side} flows, forward + backward; baseline {bl.name}, Adam {it_l}/{it_g}")
+
+    def release():
+        tl = bl.fit(kd_l, ks_l, it_l).requires_grad_(True)
+        tg = bg.fit(kd_g, ks_g, it_g).requires_grad_(True)
+        fl = bl.flow(tl, side, side)
+        fg = bg.flow(tg, side, side)
+        (fl.sum() + fg.sum()).backward()
+        return bl.residual(kd_l, ks_l, tl.detach()), bg.residual(kd_g, ks_g, tg.detach())
+
+    def ours():
+        kdl, ksl = kd_l.clone().requires_grad_(True), ks_l.clone().requires_grad_(True)
+        kdg, ksg = kd_g.clone().requires_grad_(True), ks_g.clone().requires_grad_(True)
+        tl = loc.fit(kdl, ksl)
+        tg = glo.fit(kdg, ksg)
+        fl = loc.flow(tl, side, side)
+        fg = glo.flow(tg, side, side)
+        (fl.sum() + fg.sum()).backward()  # reaches the keypoints through the fit
+        with torch.no_grad():
+            rl = (loc.transform(kd_l.double(), tl) - ks_l).norm(dim=-1).mean(-1)
+            rg = (glo.transform(kd_g.double(), tg) - ks_g).norm(dim=-1).mean(-1)
+        return rl, rg
+
+    t_rel, (rl_a, rg_a) = _timed(release)
+    t_our, (rl_f, rg_f) = _timed(ours, 1 if quick else 2)
+    print(f"   time  release {t_rel:.2f}s  ours {t_our:.3f}s")
+    print(f"   local residual   release {_quantiles(rl_a)}\n                    ours    {_quantiles(rl_f)}")
+    print(f"   global residual  release {_quantiles(rg_a)}\n                    ours    {_quantiles(rg_f)}")
+    ok = rl_f.mean() <= rl_a.mean() and rg_f.mean() <= rg_a.mean()
+    print(f"RATIO end-to-end speed: {t_rel / t_our:.1f}x (target >= 30x) {_verdict(t_rel >= 30 * t_our)}")
+    print(f"RATIO end-to-end residual: release/ours local {rl_a.mean() / rl_f.mean():.1f}x, global {rg_a.mean() / rg_f.mean():.1f}x (target >= 1x) {_verdict(bool(ok))}")
+
+
+def memory_child(quick: bool) -> None:
+    """Peak memory of 32 x 11 dense 64x64 closed-form flows, forward + backward."""
+    bsz, side = (2, 16) if quick else (32, 64)
+    gen = torch.Generator().manual_seed(1)
+    loc, glo = CPAB(Tessellation(4, 4)), CPAB(Tessellation(6, 6))
+    tl = (0.3 * loc.sample(bsz * 10, generator=gen)).float().requires_grad_(True)
+    tg = (0.3 * glo.sample(bsz, generator=gen)).float().requires_grad_(True)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    (loc.flow(tl, side, side).sum() + glo.flow(tg, side, side).sum()).backward()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(f"{(peak - before) / 2**20:.3f}")
+
+
+def bench_memory(quick: bool) -> None:
+    out = subprocess.run(
+        [sys.executable, __file__, "--memory-child"] + (["--quick"] if quick else []),
+        capture_output=True, text=True, check=True,
+    ).stdout.strip().splitlines()[-1]
+    gib = float(out)
+    print("\n== Memory: 32 x 11 dense 64x64 flows, closed form, forward + backward")
+    print(f"RATIO memory peak increase: {gib:.2f} GiB (target <= 2 GiB) {_verdict(gib <= 2)}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="tiny sizes; smoke test only")
+    ap.add_argument("--threads", type=int, default=int(os.environ.get("CPAB_BENCH_THREADS", 2)))
+    ap.add_argument("--only", choices=["warp", "fit", "e2e", "memory"], default=None)
+    ap.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.memory_child:
+        memory_child(args.quick)
+        return
+    gen = torch.Generator().manual_seed(0)
+    print(f"torch {torch.__version__}, {args.threads} threads, quick={args.quick}")
+    if args.only in (None, "warp"):
+        bench_warp(args.quick, gen)
+    if args.only in (None, "fit"):
+        bench_fit(args.quick, gen)
+    if args.only in (None, "e2e"):
+        bench_end_to_end(args.quick, gen)
+    if args.only in (None, "memory"):
+        bench_memory(args.quick)
+
+
+if __name__ == "__main__":
+    main()

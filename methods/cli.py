@@ -85,9 +85,12 @@ def cmd_report(args: argparse.Namespace) -> None:
     from reports.table1 import render_table1
 
     if args.table != "table1":
-        raise SystemExit(f"unknown report {args.table!r}; available: table1")
-    config = args.config_json if args.config_json is not None else _load_workflow_config(args.config)
-    out = render_table1(config, Path(args.out), REPO, config_name=args.config or "snakemake config")
+        raise ValueError(f"unknown report {args.table!r}; available: table1")
+    if args.config_json is not None:
+        config, name = args.config_json, args.config_name or "config passed as JSON"
+    else:
+        config, name = _load_workflow_config(args.config), args.config
+    out = render_table1(config, Path(args.out), REPO, config_name=name)
     print(f"report written to {out}")
 
 
@@ -101,7 +104,7 @@ def _load_workflow_config(path: str) -> dict:
         jsonschema.validate(config, schema)
     except jsonschema.ValidationError as err:
         where = "/".join(str(p) for p in err.absolute_path) or "(top level)"
-        raise SystemExit(f"{path}: invalid config at {where}: {err.message}") from err
+        raise ValueError(f"{path}: invalid config at {where}: {err.message}") from err
     return config
 
 
@@ -166,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("table", help="table1")
     p.add_argument("--config", default=str(REPO / "workflow/config/default.yaml"), help="workflow config YAML")
     p.add_argument("--config-json", type=_json, default=None, help="the workflow config as JSON (Snakemake passes it)")
+    p.add_argument("--config-name", default=None, help="config file names shown in the report")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_report)
 

@@ -6,6 +6,7 @@ rule table1:
         html="reports/table1.html",
     params:
         config=json.dumps(config),
+        config_name=", ".join(str(Path(f).name) for f in workflow.configfiles),
     conda:
         "../../environment.yml"
     log:
@@ -16,4 +17,4 @@ rule table1:
     resources:
         mem_mb=2000,
     shell:
-        "animbench report table1 --config-json {params.config:q} --out {output.html} > {log} 2>&1"
+        "animbench report table1 --config-json {params.config:q} --config-name {params.config_name:q} --out {output.html} > {log} 2>&1"

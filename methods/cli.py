@@ -1,4 +1,4 @@
-"""The ``animbench`` command: one subcommand per pipeline step.
+"""The animbench command: one subcommand per pipeline step.
 
 The Snakemake rules call these subcommands; each is a thin wrapper around one package function,
 so every step also runs, and can be debugged, without Snakemake.
@@ -59,11 +59,15 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def cmd_reconstruct(args: argparse.Namespace) -> None:
     from methods.checkpoints import load_model
+    from methods.config import load_method_config
     from methods.reconstruct import reconstruct_dataset
 
     _threads(args.threads)
-    model, payload = load_model(args.checkpoint)
-    height, width = payload["animbench"]["config"]["dataset_params"]["frame_shape"][:2]
+    # Released reference checkpoints carry no config: --method-config names the matching one.
+    config = load_method_config(args.method_config) if args.method_config else None
+    model, payload = load_model(args.checkpoint, config)
+    config = config or payload["animbench"]["config"]
+    height, width = config["dataset_params"]["frame_shape"][:2]
     index = reconstruct_dataset(
         model, Path(args.checkpoint), Path(args.dataset), Path(args.out), (height, width),
         batch_size=args.batch_size, progress=not args.no_progress,
@@ -150,7 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("reconstruct", help="reconstruct every test video from its first frame")
-    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--checkpoint", required=True, help="ours, or a released one (with --method-config)")
+    p.add_argument("--method-config", default=None, help="config of a checkpoint that carries none")
     p.add_argument("--dataset", required=True)
     p.add_argument("--out", required=True, help="folder of stacked PNGs + index.csv")
     p.add_argument("--batch-size", type=int, default=16)

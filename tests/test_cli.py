@@ -52,3 +52,22 @@ def test_report_rejects_wrong_config_key(tmp_path, capsys):
     config.write_text((REPO / "workflow/config/default.yaml").read_text().replace("table1:", "tabel1:"))
     assert main(["report", "table1", "--config", str(config), "--out", str(tmp_path / "t.html")]) == 1
     assert "tabel1" in capsys.readouterr().err
+
+
+def test_reconstruct_released_style_checkpoint_with_method_config(tiny_dataset, tiny_fomm_config, tmp_path):
+    """A reference checkpoint has no config and extra keys (discriminator, optimizers)."""
+    import pandas as pd
+    import yaml
+
+    from methods import checkpoints
+    from methods.registry import build_model
+
+    model = build_model(tiny_fomm_config, with_losses=False)
+    released = {**checkpoints.model_state(model), "discriminator": {}, "optimizer_generator": {}, "epoch": 99}
+    checkpoints.save(tmp_path / "vox-cpk.pth.tar", released)
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump(tiny_fomm_config))
+    args = ["reconstruct", "--checkpoint", str(tmp_path / "vox-cpk.pth.tar"), "--dataset", str(tiny_dataset),
+            "--out", str(tmp_path / "r"), "--no-progress"]
+    assert main(args) == 1  # no config in the file, none given
+    assert main([*args, "--method-config", str(tmp_path / "m.yaml")]) == 0
+    assert len(pd.read_csv(tmp_path / "r" / "index.csv")) == 2

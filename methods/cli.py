@@ -25,6 +25,12 @@ def _json(text: str) -> dict:
     return value
 
 
+def _display_path(path: str) -> str:
+    """``path`` relative to the repository when it lies inside it (reports stay portable)."""
+    resolved = Path(path).resolve()
+    return str(resolved.relative_to(REPO)) if resolved.is_relative_to(REPO) else path
+
+
 def _threads(n: int | None) -> None:
     if n:
         import torch
@@ -51,7 +57,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         seed=args.seed,
         device=args.device,
         progress=not args.no_progress,
-        config_source=args.method_config,
+        config_source=_display_path(args.method_config),
         weights_dir=Path(args.weights_dir),
     )
     print(f"checkpoint written to {train(config, options)}")

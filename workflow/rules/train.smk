@@ -23,7 +23,7 @@ rule train:
         mem_mb=8000,
         gpu=0,
     shell:
-        "animbench train --method-config {input.method_config} --overrides {params.overrides:q} "
+        "animbench -v train --method-config {input.method_config} --overrides {params.overrides:q} "
         "--dataset {params.dataset} --out {params.out} --seed {params.seed} "
         "--weights-dir {params.weights} --threads {threads} --no-progress > {log} 2>&1"
 

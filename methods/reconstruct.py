@@ -8,14 +8,13 @@ interrupted run of the same checkpoint are kept, so a rerun resumes.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import pandas as pd
 import torch
 from tqdm import tqdm
 
-from data_prep.io import atomic_path, write_text
+from data_prep.io import atomic_path, file_sha256, write_text
 from data_prep.loading import VideoDataset
 from data_prep.video import to_uint8, write_stacked_png
 from methods.base import AnimationModel
@@ -38,14 +37,6 @@ def reconstruct_video(model: AnimationModel, frames: torch.Tensor, batch_size: i
     return torch.cat(predictions)
 
 
-def _checkpoint_id(checkpoint: Path) -> str:
-    digest = hashlib.sha256()
-    with open(checkpoint, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
-
-
 def reconstruct_dataset(
     model: AnimationModel,
     checkpoint: Path,
@@ -62,7 +53,7 @@ def reconstruct_dataset(
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     marker = out_dir / ".checkpoint"
-    checkpoint_id = _checkpoint_id(checkpoint)
+    checkpoint_id = file_sha256(checkpoint)[:16]
     if not marker.exists() or marker.read_text() != checkpoint_id:
         # Reconstructions of another checkpoint must not survive into this one.
         for stale in out_dir.glob("*.png"):

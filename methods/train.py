@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from data_prep.io import atomic_path
+from data_prep.io import atomic_path, file_sha256
 from data_prep.loading import AugmentationConfig, FramePairDataset
 from methods import checkpoints
 from methods.registry import build_model
@@ -67,7 +67,7 @@ def run_fingerprint(config: dict[str, Any], options: TrainOptions) -> str:
         {
             "config": config,
             "seed": options.seed,
-            "manifest": hashlib.sha256(manifest.read_bytes()).hexdigest() if manifest.exists() else None,
+            "manifest": file_sha256(manifest) if manifest.exists() else None,
             "code": _code_fingerprint(),
         },
         sort_keys=True,
@@ -99,6 +99,14 @@ def _build_optimizers(model, train_params: dict[str, Any]):
             optimizers[name], milestones=train_params["epoch_milestones"], gamma=0.1
         )
     return optimizers, schedulers
+
+
+def _weights_payload(model, optimizers) -> dict[str, Any]:
+    """Networks and optimizers under the reference checkpoint keys."""
+    return {
+        **checkpoints.model_state(model),
+        **{f"optimizer_{k}": opt.state_dict() for k, opt in optimizers.items()},
+    }
 
 
 def _epoch_loader(dataset: FramePairDataset, train_params: dict[str, Any], seed: int, epoch: int) -> DataLoader:
@@ -153,9 +161,8 @@ def train(config: dict[str, Any], options: TrainOptions) -> Path:
         else:
             log.warning("ignoring %s: it belongs to another config, seed, dataset or code version", state_path)
 
-    epochs_this_call = 0
     for epoch in range(start_epoch, num_epochs):
-        if options.stop_after_epochs is not None and epochs_this_call >= options.stop_after_epochs:
+        if options.stop_after_epochs is not None and epoch - start_epoch >= options.stop_after_epochs:
             return state_path
         model.train()
         model.set_epoch(epoch)
@@ -187,8 +194,7 @@ def train(config: dict[str, Any], options: TrainOptions) -> Path:
         row.update({f"lr_{k}": opt.param_groups[0]["lr"] for k, opt in optimizers.items()})
         rows.append(row)
         state = {
-            **checkpoints.model_state(model),
-            **{f"optimizer_{k}": opt.state_dict() for k, opt in optimizers.items()},
+            **_weights_payload(model, optimizers),
             **{f"scheduler_{k}": s.state_dict() for k, s in schedulers.items()},
             "epoch": epoch + 1,
             "torch_rng": torch.get_rng_state(),
@@ -198,12 +204,10 @@ def train(config: dict[str, Any], options: TrainOptions) -> Path:
         checkpoints.save(state_path, state)
         with atomic_path(out_dir / LOG_NAME) as tmp:
             pd.DataFrame(rows).to_csv(tmp, index=False)
-        epochs_this_call += 1
         log.info("epoch %d/%d: %s", epoch + 1, num_epochs, row)
 
     final = {
-        **checkpoints.model_state(model),
-        **{f"optimizer_{k}": opt.state_dict() for k, opt in optimizers.items()},
+        **_weights_payload(model, optimizers),
         "epoch": num_epochs,
         "animbench": {"config": config, "seed": options.seed, "fingerprint": fingerprint},
     }

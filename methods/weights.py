@@ -7,12 +7,11 @@ the file, its official URL and the command that fetches it.
 
 from __future__ import annotations
 
-import hashlib
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from data_prep.io import atomic_path
+from data_prep.io import atomic_path, file_sha256
 
 DEFAULT_WEIGHTS_DIR = Path("resources/weights")
 
@@ -49,14 +48,6 @@ class MissingWeightsError(FileNotFoundError):
     """A weights file is missing or does not match its checksum."""
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _entry(name: str) -> WeightsFile:
     if name not in REGISTRY:
         raise KeyError(f"unknown weights {name!r}; known: {', '.join(sorted(REGISTRY))}")
@@ -73,7 +64,7 @@ def resolve(name: str, weights_dir: str | Path = DEFAULT_WEIGHTS_DIR, verify: bo
     )
     if not path.is_file():
         raise MissingWeightsError(f"missing weights file {path} ({entry.description}). {how}")
-    if verify and not sha256(path).startswith(entry.sha256_prefix):
+    if verify and not file_sha256(path).startswith(entry.sha256_prefix):
         raise MissingWeightsError(
             f"weights file {path} does not match its checksum (sha256 should start with "
             f"{entry.sha256_prefix}); it is truncated or a different file. {how}"
@@ -87,6 +78,6 @@ def fetch(name: str, weights_dir: str | Path = DEFAULT_WEIGHTS_DIR) -> Path:
     path = Path(weights_dir) / entry.filename
     with atomic_path(path) as tmp:
         urllib.request.urlretrieve(entry.url, tmp)
-        if not sha256(tmp).startswith(entry.sha256_prefix):
+        if not file_sha256(tmp).startswith(entry.sha256_prefix):
             raise MissingWeightsError(f"download of {entry.url} does not match its checksum")
     return path

@@ -14,14 +14,11 @@ from torch import nn
 
 from methods.base import AnimationModel, Motion
 from methods.detectors.keypoint import KPDetector
-from methods.generators import OcclusionAwareGenerator
-from methods.losses import (
-    PyramidPerceptualLoss,
-    equivariance_jacobian_loss,
-    equivariance_value_loss,
-)
+from methods.generators.occlusion_aware import OcclusionAwareGenerator
+from methods.losses.equivariance import equivariance_jacobian_loss, equivariance_value_loss
+from methods.losses.perceptual import PyramidPerceptualLoss
+from methods.losses.random_tps import RandomTPS
 from methods.registry import register_method
-from methods.transforms import RandomTPS
 from methods.weights import DEFAULT_WEIGHTS_DIR
 
 

@@ -10,7 +10,7 @@ See docs/cpab.md. Quick start::
 
 from .basis import basis
 from .core import CPAB
-from .fit import fit_adam, fit_fast
+from .fit import fit_adam, fit_fast, fit_objective
 from .integrate import integrate_closed_form, integrate_numeric
 from .prior import Prior, prior_covariance, sample_theta
 from .tessellation import Tessellation
@@ -22,6 +22,7 @@ __all__ = [
     "basis",
     "fit_adam",
     "fit_fast",
+    "fit_objective",
     "integrate_closed_form",
     "integrate_numeric",
     "prior_covariance",

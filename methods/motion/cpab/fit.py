@@ -74,6 +74,29 @@ def _evaluate(cpab: CPAB, kd: torch.Tensor, theta: torch.Tensor):
     return out, _jacobian(cpab, kd, a, segments, out), segments
 
 
+def _regularised_objective(
+    out: torch.Tensor, ks: torch.Tensor, theta: torch.Tensor, prec: torch.Tensor, reg: float
+) -> torch.Tensor:
+    """Per set: |out - ks|^2 + reg * theta^T Sigma^-1 theta (``out`` = T_theta(kp_d))."""
+    r = (out - ks).reshape(theta.shape[0], -1)
+    return (r * r).sum(-1) + reg * ((theta @ prec) * theta).sum(-1)
+
+
+def fit_objective(
+    cpab: CPAB,
+    theta: torch.Tensor,
+    kp_driving: torch.Tensor,
+    kp_source: torch.Tensor,
+    prior: Prior | None = None,
+    reg: float = 1e-5,
+) -> torch.Tensor:
+    """The (S,) objective :func:`fit_fast` minimises, evaluated with the exact transform."""
+    prec = prior_precision(cpab.tess, prior or cpab.prior)
+    kd = kp_driving.detach().to(torch.float64)
+    out = cpab.transform(kd, theta.detach().to(torch.float64), method="closed_form")
+    return _regularised_objective(out, kp_source.detach().to(torch.float64), theta.detach(), prec, reg)
+
+
 def fit_fast(
     cpab: CPAB,
     kp_driving: torch.Tensor,
@@ -108,14 +131,10 @@ def fit_fast(
     ks = kp_source.detach().to(torch.float64)
     s, n, _ = kd.shape
 
-    def objective(th: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        r = (out - ks.repeat(th.shape[0] // s, 1, 1)).reshape(th.shape[0], -1)
-        return (r * r).sum(-1) + reg * ((th @ prec) * th).sum(-1)
-
     j0 = cpab.velocity_jacobian(kd)
     theta = _solve(j0, cov, (ks - kd).reshape(s, -1), reg)
     out, jac, _ = _evaluate(cpab, kd, theta)
-    cur = objective(theta, out)
+    cur = _regularised_objective(out, ks, theta, prec, reg)
     alpha = torch.ones(s, dtype=torch.float64)
     for _ in range(gn_steps):
         # One plan per step: it scores the candidate and, replayed, gives its Jacobian.
@@ -124,7 +143,7 @@ def fit_fast(
         target = _solve(jac, cov, (jac @ theta.unsqueeze(-1)).squeeze(-1) - r, reg)
         cand = theta + alpha[:, None] * (target - theta)
         c_out, c_jac, _ = _evaluate(cpab, kd, cand)
-        c_obj = objective(cand, c_out)
+        c_obj = _regularised_objective(c_out, ks, cand, prec, reg)
         ok = c_obj < cur
         theta = torch.where(ok[:, None], cand, theta)
         out = torch.where(ok[:, None, None], c_out, out)

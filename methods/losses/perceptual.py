@@ -1,4 +1,4 @@
-"""FOMM losses: multi-scale perceptual reconstruction and keypoint equivariance.
+"""Multi-scale perceptual reconstruction loss (FOMM, MRAA, TPSMM, CPAB).
 
 ``perceptual_loss`` is a config value:
 
@@ -109,18 +109,3 @@ class PyramidPerceptualLoss(nn.Module):
                 total = total + weight * (a - b.detach()).abs().mean()
         return total
 
-
-def equivariance_value_loss(
-    kp_driving: torch.Tensor, warped_transformed_kp: torch.Tensor
-) -> torch.Tensor:
-    """Mean |p_d - T(p_T)|: keypoints of the warped frame, mapped back, match the originals."""
-    return (kp_driving - warped_transformed_kp).abs().mean()
-
-
-def equivariance_jacobian_loss(
-    jacobian_driving: torch.Tensor, jacobian_transformed: torch.Tensor
-) -> torch.Tensor:
-    """Mean |I - J_d^{-1} (J_T J_t)|, ``jacobian_transformed`` being the composed J_T J_t."""
-    product = torch.inverse(jacobian_driving) @ jacobian_transformed
-    eye = torch.eye(2, dtype=product.dtype, device=product.device)
-    return (eye - product).abs().mean()

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from methods.blocks import DownBlock2d, ResBlock2d, SameBlock2d, UpBlock2d
-from methods.dense_motion import DenseMotionNetwork
+from methods.dense_motion.keypoint_based import DenseMotionNetwork
 from methods.motion.affine import Keypoints
 
 

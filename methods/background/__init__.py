@@ -1,0 +1,1 @@
+"""Background motion predictors (a global affine between source and driving frames)."""

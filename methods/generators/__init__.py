@@ -1,0 +1,1 @@
+"""Generators: render the source image under a dense motion (FOMM occlusion-aware, MRAA, TPSMM inpainting)."""

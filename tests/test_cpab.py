@@ -6,7 +6,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from methods.motion.cpab import CPAB, Prior, Tessellation, basis, integrate_numeric
+from methods.motion.cpab import (
+    CPAB,
+    Prior,
+    Tessellation,
+    basis,
+    fit_objective,
+    integrate_numeric,
+)
 from methods.motion.cpab.integrate import _regions
 
 TESSELLATIONS = [
@@ -213,14 +220,28 @@ def test_fit_fast_beats_short_adam():
     assert r_fast < r_adam
 
 
-def test_fit_fast_never_worse_than_linear_start():
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_fit_fast_gauss_newton_never_increases_its_objective(seed):
+    # What the damped Gauss-Newton guarantees: per set, the *regularised* objective it
+    # minimises never goes up with more steps. The data term alone may rise while the prior
+    # term falls, so it is not asserted. The slack is far below any real step (objectives
+    # here are ~1e-8..1e-5) and far above float64 noise from re-evaluating T (~1e-19).
     cpab = CPAB(Tessellation(4, 4))
-    kd, ks = _fit_problem(cpab, 4, 5, seed=2)
-    r = [
-        (cpab.transform(kd, cpab.fit(kd, ks, gn_steps=k)) - ks).pow(2).sum((1, 2))
-        for k in (0, 1, 3)
-    ]
-    assert (r[1] <= r[0] + 1e-15).all() and (r[2] <= r[1] + 1e-15).all()
+    kd, ks = _fit_problem(cpab, 4, 5, seed=seed)
+    obj = [fit_objective(cpab, cpab.fit(kd, ks, gn_steps=k), kd, ks) for k in (0, 1, 3)]
+    for before, after in zip(obj, obj[1:], strict=False):
+        assert (after <= before * (1 + 1e-9) + 1e-15).all(), (before, after)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_fit_fast_residual_small_relative_to_displacement(seed):
+    # What a user cares about: after the fit, the keypoint residual is a small fraction of
+    # the displacement it had to explain (here < 1%; typical values are ~1e-4 of it).
+    cpab = CPAB(Tessellation(4, 4))
+    kd, ks = _fit_problem(cpab, 4, 5, seed=seed)
+    residual = (cpab.transform(kd, cpab.fit(kd, ks)) - ks).norm(dim=-1).mean(-1)
+    displacement = (ks - kd).norm(dim=-1).mean(-1)
+    assert (residual < 1e-2 * displacement).all(), (residual, displacement)
 
 
 def test_fit_fast_keypoint_gradient():

@@ -49,6 +49,29 @@ class AnimationModel(nn.Module):
         """One training step's forward pass: (weighted scalar losses by name, generated outputs)."""
         raise NotImplementedError
 
+    def relative_motion(
+        self,
+        motion_source: Motion,
+        motion_driving: Motion,
+        motion_driving_initial: Motion,
+        adapt_movement_scale: bool = False,
+    ) -> Motion:
+        """Animation's ``relative`` mode: the driving video's motion since its first frame,
+        applied to the source's own motion descriptor (FOMM Sec. 3.5; MRAA/TPSMM likewise).
+        ``adapt_movement_scale`` rescales displacements by the ratio of the source's and the
+        initial driving frame's keypoint-hull areas, as the references do."""
+        raise NotImplementedError
+
+    def avd_encode(self, motion: Motion) -> torch.Tensor:
+        """The motion parameters the AVD network sees, flattened per sample: (B, D).
+
+        MRAA: region shifts and affines; TPSMM/CPAB: the foreground keypoints."""
+        raise NotImplementedError
+
+    def avd_decode(self, params: torch.Tensor, like: Motion) -> Motion:
+        """Inverse of :meth:`avd_encode`; ``like`` supplies any entries AVD does not predict."""
+        raise NotImplementedError
+
     def before_optimizer_step(self) -> None:
         """Hook run after ``backward`` and before the optimizers step (e.g. gradient clipping)."""
 

@@ -1,4 +1,9 @@
-"""Loading and validating method configs against ``methods/configs/schema.yaml``."""
+"""Loading and validating method configs.
+
+``methods/configs/schema.yaml`` checks the sections every method shares; each method's own
+``methods/configs/<method>/schema.yaml`` checks its ``model_params`` and ``train_params``, so a
+method brings its schema along with its configs and no shared file lists every method.
+"""
 
 from __future__ import annotations
 
@@ -17,17 +22,28 @@ class MethodConfigError(ValueError):
     """A method config does not match the schema; the message names the file and key path."""
 
 
-def _schema() -> dict[str, Any]:
-    with open(SCHEMA_PATH) as handle:
+def _read_schema(path: Path) -> dict[str, Any]:
+    with open(path) as handle:
         return yaml.safe_load(handle)
+
+
+def known_methods() -> list[str]:
+    """Methods that have a config schema (``methods/configs/<method>/schema.yaml``)."""
+    return sorted(p.parent.name for p in CONFIG_DIR.glob("*/schema.yaml"))
 
 
 def validate_method_config(config: Any, source: str = "<config>") -> None:
     """Raise :class:`MethodConfigError` listing every schema violation of ``config``."""
-    validator = jsonschema.Draft202012Validator(_schema())
-    errors = sorted(
-        validator.iter_errors(config), key=lambda e: (list(map(str, e.absolute_path)), e.message)
-    )
+    errors = list(jsonschema.Draft202012Validator(_read_schema(SCHEMA_PATH)).iter_errors(config))
+    if not errors:
+        method_schema = CONFIG_DIR / str(config["method"]) / "schema.yaml"
+        if not method_schema.is_file():
+            raise MethodConfigError(
+                f"{source}: unknown method {config['method']!r}; known: {', '.join(known_methods())}"
+            )
+        validator = jsonschema.Draft202012Validator(_read_schema(method_schema))
+        errors = list(validator.iter_errors(config))
+    errors.sort(key=lambda e: (list(map(str, e.absolute_path)), e.message))
     if not errors:
         return
     lines = []

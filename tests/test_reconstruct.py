@@ -42,10 +42,11 @@ def test_reconstruct_dataset_writes_stacked_pngs_and_resumes(tiny_dataset, tiny_
         stacked = read_stacked_png(out / f"{video}.png", frame_width=64)
         assert stacked.shape == truth.shape and frames == len(truth)
     expected = reconstruct_video(model, torch.from_numpy(read_video(tiny_dataset / "test" / videos[0])).permute(0, 3, 1, 2).float() / 255)
-    np.testing.assert_array_equal(
-        read_stacked_png(out / f"{videos[0]}.png", 64),
-        (expected.permute(0, 2, 3, 1).numpy() * 255).astype(np.uint8),
-    )
+    # The PNG holds truncated 255*x: a float difference of one ulp between the two paths
+    # (loader vs. direct conversion) may move a value across an integer, so allow one level.
+    written = read_stacked_png(out / f"{videos[0]}.png", 64).astype(np.int16)
+    direct = (expected.permute(0, 2, 3, 1).numpy() * 255).astype(np.uint8).astype(np.int16)
+    assert np.abs(written - direct).max() <= 1
 
     # A rerun with the same checkpoint keeps finished videos (resume after a crash) ...
     marker = out / f"{videos[0]}.png"

@@ -3,7 +3,8 @@
 Attribute names (``conv``, ``norm``, ``down_blocks``, ``encoder`` ...) follow the released FOMM
 checkpoints so that their state_dicts load with ``strict=True``. The reference used synchronised
 batch norm; ``nn.BatchNorm2d`` stores the same keys (weight, bias, running_mean, running_var,
-num_batches_tracked) and is equivalent on a single device.
+num_batches_tracked) and is equivalent on a single device. TPSMM's blocks are the same with
+``norm_layer=nn.InstanceNorm2d`` (affine, no running statistics).
 """
 
 from __future__ import annotations
@@ -87,12 +88,13 @@ class ResBlock2d(nn.Module):
         in_features: int,
         kernel_size: int | tuple[int, int] = 3,
         padding: int | tuple[int, int] = 1,
+        norm_layer: type[nn.Module] = nn.BatchNorm2d,
     ) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_features, in_features, kernel_size, padding=padding)
         self.conv2 = nn.Conv2d(in_features, in_features, kernel_size, padding=padding)
-        self.norm1 = nn.BatchNorm2d(in_features, affine=True)
-        self.norm2 = nn.BatchNorm2d(in_features, affine=True)
+        self.norm1 = norm_layer(in_features, affine=True)
+        self.norm2 = norm_layer(in_features, affine=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv1(F.relu(self.norm1(x)))
@@ -108,12 +110,13 @@ class _ConvNormReLU(nn.Module):
         kernel_size: int | tuple[int, int] = 3,
         padding: int | tuple[int, int] = 1,
         groups: int = 1,
+        norm_layer: type[nn.Module] = nn.BatchNorm2d,
     ) -> None:
         super().__init__()
         self.conv = nn.Conv2d(
             in_features, out_features, kernel_size, padding=padding, groups=groups
         )
-        self.norm = nn.BatchNorm2d(out_features, affine=True)
+        self.norm = norm_layer(out_features, affine=True)
 
 
 class SameBlock2d(_ConvNormReLU):
@@ -146,13 +149,19 @@ class Encoder(nn.Module):
     """Hourglass encoder; returns the input and every down block's output (the skips)."""
 
     def __init__(
-        self, block_expansion: int, in_features: int, num_blocks: int = 3, max_features: int = 256
+        self,
+        block_expansion: int,
+        in_features: int,
+        num_blocks: int = 3,
+        max_features: int = 256,
+        norm_layer: type[nn.Module] = nn.BatchNorm2d,
     ) -> None:
         super().__init__()
         self.down_blocks = nn.ModuleList(
             DownBlock2d(
                 in_features if i == 0 else _width(block_expansion, max_features, i),
                 _width(block_expansion, max_features, i + 1),
+                norm_layer=norm_layer,
             )
             for i in range(num_blocks)
         )
@@ -168,7 +177,12 @@ class Decoder(nn.Module):
     """Hourglass decoder; concatenates each skip after upsampling (U-Net style)."""
 
     def __init__(
-        self, block_expansion: int, in_features: int, num_blocks: int = 3, max_features: int = 256
+        self,
+        block_expansion: int,
+        in_features: int,
+        num_blocks: int = 3,
+        max_features: int = 256,
+        norm_layer: type[nn.Module] = nn.BatchNorm2d,
     ) -> None:
         super().__init__()
         blocks = []
@@ -179,16 +193,26 @@ class Decoder(nn.Module):
                 UpBlock2d(
                     mult * _width(block_expansion, max_features, i + 1),
                     _width(block_expansion, max_features, i),
+                    norm_layer=norm_layer,
                 )
             )
         self.up_blocks = nn.ModuleList(blocks)
         self.out_filters = block_expansion + in_features
+        #: channels of each output of :meth:`forward_levels`, coarsest first
+        self.level_filters = [
+            2 * _width(block_expansion, max_features, i) for i in reversed(range(1, num_blocks))
+        ] + [self.out_filters]
 
-    def forward(self, skips: list[torch.Tensor]) -> torch.Tensor:
-        out = skips[-1]
+    def forward_levels(self, skips: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Every up block's output (after its skip), coarsest first; the last is ``forward``'s."""
+        out, levels = skips[-1], []
         for block, skip in zip(self.up_blocks, reversed(skips[:-1]), strict=True):
             out = torch.cat([block(out), skip], dim=1)
-        return out
+            levels.append(out)
+        return levels
+
+    def forward(self, skips: list[torch.Tensor]) -> torch.Tensor:
+        return self.forward_levels(skips)[-1]
 
 
 class Hourglass(nn.Module):
@@ -198,12 +222,22 @@ class Hourglass(nn.Module):
     """
 
     def __init__(
-        self, block_expansion: int, in_features: int, num_blocks: int = 3, max_features: int = 256
+        self,
+        block_expansion: int,
+        in_features: int,
+        num_blocks: int = 3,
+        max_features: int = 256,
+        norm_layer: type[nn.Module] = nn.BatchNorm2d,
     ) -> None:
         super().__init__()
-        self.encoder = Encoder(block_expansion, in_features, num_blocks, max_features)
-        self.decoder = Decoder(block_expansion, in_features, num_blocks, max_features)
+        self.encoder = Encoder(block_expansion, in_features, num_blocks, max_features, norm_layer)
+        self.decoder = Decoder(block_expansion, in_features, num_blocks, max_features, norm_layer)
         self.out_filters = self.decoder.out_filters
+        self.level_filters = self.decoder.level_filters
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.encoder(x))
+
+    def forward_levels(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Decoder outputs at every resolution, coarsest first (TPSMM's multi-resolution masks)."""
+        return self.decoder.forward_levels(self.encoder(x))

@@ -42,3 +42,7 @@ def prepare_dataset(name: str, params: dict | None, out_dir: str | os.PathLike) 
 @register_dataset("synthetic")
 def _build_synthetic(params: dict, out_dir: Path) -> Path:
     return synthetic.generate(synthetic.SyntheticConfig.from_dict(params), out_dir)
+
+
+# Real datasets register themselves on import (after register_dataset exists: they import it).
+from data_prep import mgif, taichi, ted, vox  # noqa: E402, F401

@@ -1,0 +1,301 @@
+"""Real-dataset preparation, offline: fixture videos made with ffmpeg, a local folder for the network.
+
+The fixture frames encode where they come from: red = source column, green = source row (linear
+ramps), blue = 4 x decoded frame index. Videos are encoded losslessly (FFV1), so every check on
+the prepared PNGs can be exact or within the anti-aliasing filter's reach.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import imageio_ffmpeg
+import numpy as np
+import pytest
+
+from data_prep.download import DownloadOptions, classify_error, download_video, ydl_params
+from data_prep.manifest import read_manifest
+from data_prep.metadata import MetadataError, read_metadata
+from data_prep.preprocess import crop_resize, expected_frames, iter_frames, scale_bbox
+from data_prep.registry import prepare_dataset
+from data_prep.video import list_frames, read_frame, read_video
+from data_prep.video_dataset import SUMMARY_NAME, get_spec, status_path
+
+W, H = 96, 72  # decoded size of the fixture videos
+META_W, META_H = 192, 144  # the metadata's size: bboxes are rescaled by 1/2
+OUT = 16  # prepared frame size (tests stay fast)
+HEADER = "video_id,start,end,bbox,fps,width,height,partition\n"
+
+
+def fixture_frames(n: int) -> np.ndarray:
+    x = (np.arange(W) * 255 // (W - 1)).astype(np.uint8)
+    y = (np.arange(H) * 255 // (H - 1)).astype(np.uint8)
+    out = np.zeros((n, H, W, 3), np.uint8)
+    out[..., 0] = x[None, None, :]
+    out[..., 1] = y[None, :, None]
+    out[..., 2] = (np.arange(n) * 4).astype(np.uint8)[:, None, None]
+    return out
+
+
+def make_video(path: Path, n: int, fps: float) -> Path:
+    """A lossless video (FFV1 in Matroska) written by the ffmpeg binary of imageio-ffmpeg."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = imageio_ffmpeg.write_frames(str(path), (W, H), fps=fps, codec="ffv1",
+                                         pix_fmt_out="bgr0", macro_block_size=1)
+    writer.send(None)
+    for frame in fixture_frames(n):
+        writer.send(frame)
+    writer.close()
+    return path
+
+
+def chunk_row(vid, start, end, bbox, fps=10, partition="train", w=META_W, h=META_H):
+    return f"{vid},{start},{end},{'-'.join(map(str, bbox))},{fps},{w},{h},{partition}\n"
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """Raw folder (vidA), a 'network' folder reached by yt-dlp over file:// (vidB at 20 fps),
+    a video nowhere (vidC), a corrupt raw file (vidD), and metadata with bad rows."""
+    base = tmp_path_factory.mktemp("world")
+    make_video(base / "raw" / "vidA.mkv", 30, 10)
+    make_video(base / "net" / "vidB.mkv", 40, 20)
+    (base / "raw" / "vidD.mp4").write_bytes(np.random.default_rng(0).bytes(4000))
+    meta = base / "taichi-metadata.csv"
+    meta.write_text(
+        HEADER
+        + chunk_row("vidA", 5, 15, (40, 20, 136, 116))                   # line 2
+        + chunk_row("vidA", 0, 8, (0, 0, 192, 144), partition="test")    # line 3
+        + chunk_row("vidA", 25, 40, (40, 20, 136, 116))                  # line 4: runs past the end
+        + chunk_row("vidB", 5, 15, (20, 10, 100, 90), partition="test")  # line 5
+        + chunk_row("vidC", 0, 10, (0, 0, 50, 50))                       # line 6
+        + chunk_row("vidD", 0, 10, (0, 0, 50, 50), partition="test")     # line 7
+        + chunk_row("vidE", 0, 10, (0, 0, 300, 50))                      # line 8: bbox outside
+        + chunk_row("vidE", 10, 10, (0, 0, 50, 50))                      # line 9: start == end
+        + chunk_row("vidE", 0, 10, (0, 0, 50, 50), partition="val")      # line 10
+        + "vidE,0,10,0-0-50-50,10,192\n"                                  # line 11: short row
+        + chunk_row("vidA", 5, 15, (0, 0, 10, 10))                       # line 12: duplicate
+    )
+    params = {
+        "metadata": str(meta),
+        "raw_videos": str(base / "raw"),
+        "download": {"url_template": f"file://{base / 'net'}/{{id}}.mkv", "sleep_interval": 0,
+                     "rate_limit": None, "retries": 0, "dir": str(base / "downloads")},
+        "size": OUT,
+        "progress": False,
+    }
+    root = prepare_dataset("taichi", params, base / "taichi")
+    return {"base": base, "root": root, "params": params}
+
+
+def test_metadata_rows_are_validated_not_fatal(world):
+    chunks, bad = read_metadata(world["base"] / "taichi-metadata.csv")
+    assert [c.name for c in chunks][:2] == ["vidA#000005#000015", "vidA#000000#000008"]
+    reasons = {b.line: b.reason for b in bad}
+    assert set(reasons) == {8, 9, 10, 11, 12}
+    assert "not inside the 192x144 frame" in reasons[8]
+    assert "not before end" in reasons[9]
+    assert "partition 'val'" in reasons[10]
+    assert "number of fields" in reasons[11]
+    assert "duplicate chunk vidA#000005#000015" in reasons[12]
+
+
+def test_metadata_missing_column_is_one_clear_error(tmp_path):
+    path = tmp_path / "m.csv"
+    path.write_text("video_id,start,end,bbox,fps,width,height\nx,0,1,0-0-1-1,10,2,2\n")
+    with pytest.raises(MetadataError, match=r"lacks column\(s\) \['partition'\]"):
+        read_metadata(path)
+    vox = tmp_path / "v.csv"
+    vox.write_text(HEADER + chunk_row("x", 0, 5, (0, 0, 8, 8)))
+    with pytest.raises(MetadataError, match="person_id"):
+        read_metadata(vox, require_person_id=True)
+
+
+def test_manifest_records_every_chunk_with_its_status(world):
+    df = read_manifest(world["root"]).set_index("video")
+    assert df.loc["vidA#000005#000015", "status"] == "ok"
+    assert df.loc["vidA#000005#000015", "frames"] == 10  # equal fps: [start, end)
+    assert df.loc["vidA#000000#000008", "split"] == "test"
+    assert df.loc["vidA#000025#000040", "frames"] == 5  # the video ends at frame 30
+    assert df.loc["vidB#000005#000015", "frames"] == 20  # 20 fps video, 10 fps metadata
+    assert df.loc["vidB#000005#000015", "source"].startswith("download:file://")
+    assert df.loc["vidA#000005#000015", "source"].startswith("raw:")
+    assert df.loc["vidC#000000#000010", "status"] == "missing"
+    assert df.loc["vidD#000000#000010", "status"] == "corrupt"
+    assert (df[df.status == "ok"]["size"] == f"{OUT}x{OUT}").all()
+    assert len(df) == 6  # every valid metadata row, none dropped
+
+
+def test_availability_report_counts_and_reasons(world):
+    root = world["root"]
+    with open(root / "availability.csv") as handle:
+        rows = {r["video"]: r for r in csv.DictReader(handle)}
+    assert "not found at the source" in rows["vidC#000000#000010"]["reason"]
+    assert "cannot decode" in rows["vidD#000000#000010"]["reason"]
+    assert rows["vidA#000025#000040"]["reason"].startswith("short: 5 of 15")
+    invalid = [r for r in rows.values() if r["status"] == "invalid"]
+    assert len(invalid) == 5 and all(r["reason"].startswith("metadata row rejected") for r in invalid)
+    with open(root / SUMMARY_NAME) as handle:
+        summary = {r["split"]: r for r in csv.DictReader(handle)}
+    # TaiChiHD's protocol has 3,049 train and 285 test chunks: the fraction is against those.
+    assert summary["train"]["protocol"] == "3049" and summary["test"]["protocol"] == "285"
+    assert (summary["train"]["listed"], summary["train"]["ok"], summary["train"]["missing"]) == ("3", "2", "1")
+    assert (summary["test"]["ok"], summary["test"]["corrupt"]) == ("2", "1")
+    assert float(summary["test"]["available_fraction"]) == pytest.approx(2 / 285, abs=1e-4)
+    assert summary["invalid_metadata_rows"]["listed"] == "5"
+    source = json.loads((root / "metadata_source.json").read_text())
+    assert source["valid_rows"] == 6 and source["rejected_rows"] == 5
+
+
+def test_frames_follow_the_metadata_fps(world):
+    """Blue encodes the decoded frame index: the chunk starts at the right time, every frame."""
+    root = world["root"]
+    a = read_video(root / "train" / "vidA#000005#000015")
+    assert np.allclose(a[:, OUT // 2, OUT // 2, 2], 4 * np.arange(5, 15), atol=1)
+    b = read_video(root / "test" / "vidB#000005#000015")  # 20 fps: decoded frames 10..29
+    assert np.allclose(b[:, OUT // 2, OUT // 2, 2], 4 * np.arange(10, 30), atol=1)
+    chunk = read_metadata(world["base"] / "taichi-metadata.csv")[0][3]
+    assert expected_frames(chunk, 20.0) == 20 and expected_frames(chunk, 10.0) == 10
+    assert expected_frames(chunk, 29.97) == 30  # i/29.97 in [0.5 s, 1.5 s): i = 15..44
+
+
+def test_crop_geometry_follows_the_rescaled_bbox(world):
+    """bbox 40-20-136-116 in 192x144 is 20-10-68-58 at 96x72: the ramps say where we cropped."""
+    chunk = read_metadata(world["base"] / "taichi-metadata.csv")[0][0]
+    assert scale_bbox(chunk, (H, W)) == (20, 10, 68, 58)
+    frame = read_frame(world["root"] / "train" / chunk.name / "0000000.png")
+    # Output pixel j samples source x = left + (j + 0.5) * 48 / OUT - 0.5; the ramp is linear, so
+    # the anti-aliasing filter keeps it except within a filter width of the crop's edges.
+    j = np.arange(2, OUT - 2)
+    centre = (j + 0.5) * 48 / OUT - 0.5
+    assert np.allclose(frame[OUT // 2, j, 0], (20 + centre) * 255 / (W - 1), atol=3)
+    assert np.allclose(frame[j, OUT // 2, 1], (10 + centre) * 255 / (H - 1), atol=3)
+    # The whole-frame chunk covers the whole ramp.
+    full = read_frame(world["root"] / "test" / "vidA#000000#000008" / "0000000.png")
+    assert full[OUT // 2, 0, 0] < 12 and full[OUT // 2, -1, 0] > 243
+
+
+def test_png_frames_are_lossless(world):
+    """The PNGs hold exactly the resized crops of the decoded frames."""
+    chunk = read_metadata(world["base"] / "taichi-metadata.csv")[0][0]
+    decoded = [f for _, f in iter_frames(world["base"] / "raw" / "vidA.mkv")]
+    box = scale_bbox(chunk, (H, W))
+    stored = read_video(world["root"] / "train" / chunk.name)
+    expected = np.stack([crop_resize(decoded[i], box, (OUT, OUT)) for i in range(5, 15)])
+    assert np.array_equal(stored, expected)
+
+
+def test_resume_keeps_finished_chunks_and_drops_half_written_ones(world, tmp_path):
+    root = tmp_path / "taichi"
+    shutil.copytree(world["root"], root)
+    done = root / "train" / "vidA#000005#000015" / "0000000.png"
+    before = done.stat().st_mtime_ns
+    # An interrupted run: vidA's status never written, one chunk not renamed into place, and a
+    # half-written temporary folder left behind.
+    status_path(root, "vidA").unlink()
+    shutil.rmtree(root / "test" / "vidA#000000#000008")
+    stale = root / "test" / ".vidA#000000#000008.abc123.tmp"
+    stale.mkdir()
+    (stale / "0000000.png").write_bytes(b"\x89PNG half")
+    prepare_dataset("taichi", world["params"], root)
+    assert done.stat().st_mtime_ns == before  # finished chunk not redone
+    assert not stale.exists()
+    redone = list_frames(root / "test" / "vidA#000000#000008")
+    assert len(redone) == 8
+    assert read_manifest(root).set_index("video").loc["vidA#000000#000008", "status"] == "ok"
+
+
+def test_preprocessed_folder_is_the_first_source(world, tmp_path):
+    pre = tmp_path / "pre"
+    shutil.copytree(world["root"] / "train" / "vidA#000005#000015",
+                    pre / "train" / "vidA#000005#000015")
+    meta = tmp_path / "m.csv"
+    meta.write_text(HEADER + chunk_row("vidA", 5, 15, (40, 20, 136, 116)))
+    root = prepare_dataset("taichi", {"metadata": str(meta), "preprocessed": str(pre),
+                                      "download": False, "size": OUT, "progress": False},
+                           tmp_path / "out")
+    row = read_manifest(root).iloc[0]
+    assert row["status"] == "ok" and row["source"].startswith("preprocessed:")
+    src = pre / "train" / "vidA#000005#000015" / "0000003.png"
+    assert (root / "train" / row["video"] / "0000003.png").read_bytes() == src.read_bytes()
+
+
+def test_no_source_and_no_download_is_recorded_missing(tmp_path):
+    meta = tmp_path / "m.csv"
+    meta.write_text(HEADER + chunk_row("gone", 0, 5, (0, 0, 8, 8), partition="test"))
+    root = prepare_dataset("taichi", {"metadata": str(meta), "download": False, "progress": False},
+                           tmp_path / "out")
+    row = read_manifest(root).iloc[0]
+    assert (row["status"], row["frames"]) == ("missing", 0)
+    with pytest.raises(Exception, match="no available test videos"):
+        from data_prep.manifest import available_videos
+        available_videos(root, "test")
+
+
+def test_ytdlp_options_are_polite_and_resumable(tmp_path):
+    cookies = tmp_path / "cookies.txt"
+    cookies.write_text("# Netscape HTTP Cookie File\n")
+    options = DownloadOptions.from_dict({"rate_limit": 500_000, "cookies": str(cookies),
+                                         "retries": 7}, tmp_path)
+    params = ydl_params("abc", options)
+    assert params["continuedl"] and params["ratelimit"] == 500_000
+    assert params["cookiefile"] == str(cookies) and params["retries"] == 7
+    assert params["outtmpl"].startswith(str(tmp_path / "abc."))
+    assert not params["enable_file_urls"]  # only a file:// mirror turns local files on
+    with pytest.raises(ValueError, match="cookies file"):
+        DownloadOptions.from_dict({"cookies": str(tmp_path / "none.txt")}, tmp_path)
+
+
+def test_download_goes_through_the_injected_downloader_boundary(tmp_path):
+    """The yt-dlp object is built from ydl_params; its DownloadError becomes a reason."""
+    from yt_dlp.utils import DownloadError
+
+    seen = {}
+
+    class Fake:
+        def __init__(self, params):
+            seen.update(params)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def download(self, urls):
+            seen["urls"] = urls
+            raise DownloadError("ERROR: [youtube] abc: Private video. Sign in if you've been granted access")
+
+    options = DownloadOptions(out_dir=tmp_path, sleep_interval=1.5)
+    slept = []
+    result = download_video("abc", options, ydl_factory=Fake, sleep=slept.append)
+    assert result.path is None and result.reason == "private"
+    assert seen["urls"] == ["https://www.youtube.com/watch?v=abc"] and slept == [1.5]
+
+
+@pytest.mark.parametrize("message, reason", [
+    ("ERROR: [youtube] x: Video unavailable. This video has been removed by the uploader", "removed"),
+    ("ERROR: [youtube] x: Sign in to confirm you’re not a bot. Use --cookies", "blocked: sign-in"),
+    ("ERROR: [youtube] x: The uploader has not made this video available in your country", "geo-blocked"),
+    ("ERROR: [youtube] x: Video unavailable. This video is not available in your country", "geo-blocked"),
+    ("ERROR: unable to download video data: HTTP Error 429: Too Many Requests", "rate-limited"),
+])
+def test_download_errors_are_classified(message, reason):
+    assert classify_error(message).startswith(reason)
+
+
+def test_ted_refuses_the_known_wrong_table(tmp_path):
+    wrong = tmp_path / "ted-metadata.csv"
+    wrong.write_text(HEADER + "VM6HZqQKhok#016609#016737,0,0,104-10-665-570,10.0,944,944,train\n")
+    with pytest.raises(MetadataError, match="start = end = 0"):
+        prepare_dataset("ted", {"metadata": str(wrong), "download": False}, tmp_path / "a")
+    no_test = tmp_path / "t.csv"
+    no_test.write_text(HEADER + "VM6HZqQKhok#016609#016737,0,128,104-10-665-570,10.0,944,944,train\n")
+    with pytest.raises(MetadataError, match="no row is in the test partition"):
+        prepare_dataset("ted", {"metadata": str(no_test), "download": False}, tmp_path / "b")
+    with pytest.raises(MetadataError, match="corrected ted384-metadata.csv"):
+        prepare_dataset("ted", {"download": False, "metadata_dir": str(tmp_path)}, tmp_path / "c")
+    assert get_spec("ted").size == (384, 384)

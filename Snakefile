@@ -17,6 +17,7 @@ validate(config, os.path.join(workflow.basedir, "workflow/schemas/config.schema.
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/datasets.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"

@@ -3,6 +3,7 @@
     python -m data_prep.cli metadata taichi --params '{...}' --root DIR
     python -m data_prep.cli video    taichi --params '{...}' --root DIR --video YOUTUBE_ID
     python -m data_prep.cli assemble taichi --params '{...}' --root DIR
+    python -m data_prep.cli retry    taichi --root DIR   # forget rate-limited/network failures
 
 ``animbench prepare taichi`` runs all three in one process.
 """
@@ -19,6 +20,7 @@ from data_prep.video_dataset import (
     VideoParams,
     assemble,
     fetch_metadata,
+    forget_transient,
     get_spec,
     prepare_metadata,
     prepare_video,
@@ -28,7 +30,7 @@ from data_prep.video_dataset import (
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m data_prep.cli", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("stage", choices=["fetch", "metadata", "video", "assemble"])
+    parser.add_argument("stage", choices=["fetch", "metadata", "video", "assemble", "retry"])
     parser.add_argument("dataset", help="taichi, vox or ted")
     parser.add_argument("--params", default="{}", help="builder params as JSON")
     parser.add_argument("--root", required=True, help="dataset folder")
@@ -47,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
             if not args.video:
                 parser.error("stage video needs --video")
             print(prepare_video(spec, params, root, args.video))
+        elif args.stage == "retry":
+            removed = forget_transient(root)
+            print(f"{len(removed)} video(s) will be retried by the next run: {' '.join(removed)}")
         else:
             print(assemble(spec, root))
     except (MetadataError, ValueError, OSError) as exc:

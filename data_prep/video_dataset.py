@@ -306,6 +306,24 @@ def prepare_video(
     return out
 
 
+TRANSIENT_MARK = "retry later"
+
+
+def is_transient(path: Path) -> bool:
+    """Whether a status file records a failure worth retrying (rate limit, network error)."""
+    return any(TRANSIENT_MARK in row["reason"] for row in read_status(path))
+
+
+def forget_transient(root: Path) -> list[str]:
+    """Delete the status files of videos that failed transiently, so the next run retries them."""
+    removed = []
+    for path in sorted((Path(root) / STATUS_DIR).glob("*.csv")):
+        if is_transient(path):
+            path.unlink()
+            removed.append(path.stem)
+    return removed
+
+
 # ---------------------------------------------------------------- stage 3: assemble
 
 
@@ -377,11 +395,12 @@ def build(spec: VideoDatasetSpec, params: dict, out_dir: Path) -> Path:
     chunks = prepare_metadata(spec, parsed, out_dir)
     groups = group_by_video(chunks)
     todo = [(spec.name, parsed, out_dir, vid, cs) for vid, cs in sorted(groups.items())
-            if not status_path(out_dir, vid).is_file()]
+            if not status_path(out_dir, vid).is_file() or is_transient(status_path(out_dir, vid))]
     bar = tqdm(total=len(groups), initial=len(groups) - len(todo), unit="video",
                desc=spec.name, disable=not parsed.progress)
     if parsed.workers > 1 and len(todo) > 1:
-        with multiprocessing.get_context("fork").Pool(parsed.workers) as pool:
+        # spawn, not fork: the parent may hold threads (torch, tqdm) that fork would copy mid-lock.
+        with multiprocessing.get_context("spawn").Pool(parsed.workers) as pool:
             for _ in pool.imap_unordered(_video_job, todo):
                 bar.update()
     else:

@@ -299,3 +299,71 @@ def test_ted_refuses_the_known_wrong_table(tmp_path):
     with pytest.raises(MetadataError, match="corrected ted384-metadata.csv"):
         prepare_dataset("ted", {"download": False, "metadata_dir": str(tmp_path)}, tmp_path / "c")
     assert get_spec("ted").size == (384, 384)
+
+
+def test_crash_inside_a_chunk_leaves_nothing_half_written(world, tmp_path, monkeypatch):
+    """A crash after a few frames of a chunk: no chunk folder, no temp folder; the rerun finishes."""
+    import data_prep.preprocess as pre
+
+    meta = tmp_path / "m.csv"
+    meta.write_text(HEADER + chunk_row("vidA", 0, 12, (0, 0, 192, 144)))
+    params = {"metadata": str(meta), "raw_videos": str(world["base"] / "raw"), "download": False,
+              "size": OUT, "progress": False}
+    real_crop, calls = pre.crop_resize, []
+
+    def crashing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt  # what Ctrl-C (or a dying worker) looks like here
+        return real_crop(*args, **kwargs)
+
+    monkeypatch.setattr(pre, "crop_resize", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        prepare_dataset("taichi", params, tmp_path / "out")
+    train = tmp_path / "out" / "train"
+    assert list(train.iterdir()) == []  # neither the chunk nor its temporary folder
+    monkeypatch.setattr(pre, "crop_resize", real_crop)
+    root = prepare_dataset("taichi", params, tmp_path / "out")
+    assert len(list_frames(root / "train" / "vidA#000000#000012")) == 12
+
+
+def test_transient_download_failures_are_retried(tmp_path):
+    from data_prep.cli import main
+    from data_prep.download import DownloadResult
+
+    meta = tmp_path / "m.csv"
+    meta.write_text(HEADER + chunk_row("vidX", 0, 5, (0, 0, 192, 144)))
+    params = {"metadata": str(meta), "size": OUT, "progress": False,
+              "download": {"sleep_interval": 0, "dir": str(tmp_path / "dl")}}
+    spec = get_spec("taichi")
+    from data_prep.video_dataset import VideoParams, assemble, prepare_metadata, prepare_video
+
+    parsed = VideoParams.from_dict(params)
+    root = tmp_path / "out"
+    prepare_metadata(spec, parsed, root)
+    prepare_video(spec, parsed, root, "vidX",
+                  downloader=lambda vid, opts: DownloadResult(None, classify_error("HTTP Error 429")))
+    assemble(spec, root)
+    with open(root / "availability.csv") as handle:
+        row = next(csv.DictReader(handle))
+    assert row["status"] == "missing" and row["reason"].startswith("rate-limited")
+    assert main(["retry", "taichi", "--root", str(root)]) == 0
+    assert not status_path(root, "vidX").exists()  # the next run (or Snakemake) redoes it
+    make_video(tmp_path / "net" / "vidX.mkv", 8, 10)
+    prepare_video(spec, parsed, root, "vidX", downloader=lambda vid, opts: DownloadResult(
+        tmp_path / "net" / "vidX.mkv"))
+    assemble(spec, root)
+    assert read_manifest(root).iloc[0]["status"] == "ok"
+
+
+@pytest.mark.slow  # two spawned workers import the package: ~5-15 s on 2 busy cores
+def test_workers_prepare_videos_in_parallel(world, tmp_path):
+    params = dict(world["params"], workers=2)
+    root = prepare_dataset("taichi", params, tmp_path / "par")
+    serial = read_manifest(world["root"]).set_index("video")
+    par = read_manifest(root).set_index("video")
+    ok = serial.index[serial.status == "ok"].intersection(par.index[par.status == "ok"])
+    assert len(ok) >= 4
+    for name in ok:
+        split = serial.loc[name, "split"]
+        assert np.array_equal(read_video(root / split / name), read_video(world["root"] / split / name))

@@ -53,9 +53,14 @@ class Chunk:
 
     @property
     def name(self) -> str:
-        """Protocol name ``[person_id#]video_id#start#end`` (6-digit zero-padded frames)."""
+        """Protocol name ``[person_id#]video_id#start#end`` (6-digit zero-padded frames).
+
+        A ``video_id`` that itself holds ``#``-separated parts (TED) has them in reverse order,
+        as the reference preparation script names them, so existing preprocessed copies match.
+        """
         prefix = f"{self.person_id}#" if self.person_id else ""
-        return f"{prefix}{self.video_id}#{self.start:06d}#{self.end:06d}"
+        video = "#".join(reversed(self.video_id.split("#")))
+        return f"{prefix}{video}#{self.start:06d}#{self.end:06d}"
 
     @property
     def bbox(self) -> tuple[int, int, int, int]:

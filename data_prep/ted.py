@@ -9,8 +9,10 @@ then checks it (:func:`check_table`): the published wrong table is refused by it
 its content (no valid row, no ``test`` partition), and the SHA-256 of the table actually used is
 recorded in ``metadata_source.json`` so runs can be compared.
 
-Chunk names keep the table's ``video_id`` as is (``<youtube id>#...``); the download uses the
-YouTube id before the first ``#``.
+Chunk names follow the reference preparation script: a ``video_id`` of ``#``-separated parts
+(``<youtube id>#a#b``) appears with its parts reversed (``b#a#<youtube id>#start#end``), so
+preprocessed copies made with it are found; the download uses the YouTube id before the first
+``#``.
 """
 
 from __future__ import annotations

@@ -103,6 +103,16 @@ def test_metadata_rows_are_validated_not_fatal(world):
     assert "duplicate chunk vidA#000005#000015" in reasons[12]
 
 
+def test_chunk_names_follow_the_protocol():
+    from data_prep.metadata import parse_row
+
+    row = {"video_id": "abc", "start": "5", "end": "120", "bbox": "0-0-8-8", "fps": "25",
+           "width": "8", "height": "8", "partition": "test", "person_id": "id10001"}
+    assert parse_row(row).name == "id10001#abc#000005#000120"
+    ted = parse_row(dict(row, video_id="VM6HZqQKhok#016609#016737", person_id=""))
+    assert ted.name == "016737#016609#VM6HZqQKhok#000005#000120" and ted.youtube_id == "VM6HZqQKhok"
+
+
 def test_metadata_missing_column_is_one_clear_error(tmp_path):
     path = tmp_path / "m.csv"
     path.write_text("video_id,start,end,bbox,fps,width,height\nx,0,1,0-0-1-1,10,2,2\n")

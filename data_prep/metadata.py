@@ -85,11 +85,15 @@ class Chunk:
 
 @dataclass(frozen=True)
 class BadRow:
-    """A metadata row that was rejected, with its 1-based line number in the file."""
+    """A metadata row that was rejected (``severity`` error) or kept with a remark (warning).
+
+    ``line`` is the 1-based line number in the file.
+    """
 
     line: int
     video_id: str
     reason: str
+    severity: str = "error"
 
 
 CHUNK_FIELDS = [f.name for f in fields(Chunk)]
@@ -132,7 +136,9 @@ def parse_row(row: dict[str, str], require_person_id: bool = False) -> Chunk:
     if len(parts) != 4:
         raise ValueError(f"bbox {row['bbox']!r} is not left-top-right-bottom")
     left, top, right, bottom = (_int(p, "bbox value") for p in parts)
-    if not (0 <= left < right <= width and 0 <= top < bottom <= height):
+    # A bbox reaching past the right or bottom edge is kept (see bbox_warning); one that does
+    # not overlap the frame, or is empty, cannot give a crop.
+    if not (0 <= left < right and 0 <= top < bottom and left < width and top < height):
         raise ValueError(
             f"bbox {left}-{top}-{right}-{bottom} is not inside the {width}x{height} frame"
         )
@@ -148,20 +154,37 @@ def parse_row(row: dict[str, str], require_person_id: bool = False) -> Chunk:
                  person_id)
 
 
+def bbox_warning(chunk: Chunk) -> str:
+    """Why a kept chunk's bbox is unusual, or ``""``.
+
+    The published VoxCeleb table has 866 rows whose box reaches past the frame's bottom or right;
+    the reference preparation slices the frame with them, which clips the box to the frame, so
+    they are kept and clipped the same way, and reported.
+    """
+    if chunk.right > chunk.width or chunk.bottom > chunk.height:
+        return (f"bbox {chunk.left}-{chunk.top}-{chunk.right}-{chunk.bottom} reaches past the "
+                f"{chunk.width}x{chunk.height} frame; clipped to it, as the reference does")
+    return ""
+
+
 def read_metadata(
     path: str | os.PathLike, require_person_id: bool = False
 ) -> tuple[list[Chunk], list[BadRow]]:
-    """Read a metadata CSV: the valid chunks (in file order) and the rejected rows.
+    """Read a metadata CSV: the valid chunks (in file order) and the remarks on rows.
 
-    A row is rejected for an unparsable or out-of-range value, a bbox outside the frame, an
-    unknown partition, or a protocol name already taken by an earlier row.
+    A row is rejected (severity ``error``) for an unparsable or out-of-range value, a bbox that
+    does not overlap the frame, an unknown partition, or a chunk name an earlier row of the same
+    partition already uses with other values. Kept with a ``warning``: an exact repeat of an
+    earlier row (the reference writes such a chunk once), a chunk listed in both partitions (the
+    reference writes it into both), a bbox reaching past the frame (clipped).
     """
     path = Path(path)
     if not path.is_file():
         raise MetadataError(f"metadata file {path} does not exist")
     chunks: list[Chunk] = []
     bad: list[BadRow] = []
-    seen: set[str] = set()
+    seen: dict[tuple[str, str], tuple[int, Chunk]] = {}
+    partitions_of: dict[str, str] = {}
     try:
         with open(path, newline="", encoding="utf-8") as handle:
             reader = csv.DictReader(handle)
@@ -184,10 +207,25 @@ def read_metadata(
                 except (ValueError, KeyError) as exc:
                     bad.append(BadRow(line, row.get("video_id") or "", str(exc)))
                     continue
-                if chunk.name in seen:
-                    bad.append(BadRow(line, chunk.video_id, f"duplicate chunk {chunk.name}"))
+                key = (chunk.partition, chunk.name)
+                if key in seen:
+                    first_line, first = seen[key]
+                    if first == chunk:
+                        bad.append(BadRow(line, chunk.video_id, f"repeats line {first_line} "
+                                          f"({chunk.name}); kept once", "warning"))
+                    else:
+                        bad.append(BadRow(line, chunk.video_id, f"duplicate chunk {chunk.name} "
+                                          f"with other values than line {first_line}"))
                     continue
-                seen.add(chunk.name)
+                other = partitions_of.get(chunk.name)
+                if other is not None and other != chunk.partition:
+                    bad.append(BadRow(line, chunk.video_id, f"{chunk.name} is also in the "
+                                      f"{other} partition (kept in both, as published)", "warning"))
+                partitions_of.setdefault(chunk.name, chunk.partition)
+                warning = bbox_warning(chunk)
+                if warning:
+                    bad.append(BadRow(line, chunk.video_id, warning, "warning"))
+                seen[key] = (line, chunk)
                 chunks.append(chunk)
     except UnicodeDecodeError as exc:
         raise MetadataError(f"metadata file {path} is not UTF-8 text: {exc}") from exc
@@ -233,11 +271,11 @@ def read_chunks(path: str | os.PathLike) -> list[Chunk]:
 
 
 def write_bad_rows(path: str | os.PathLike, bad: list[BadRow]) -> None:
-    """Write the rejected rows (``line,video_id,reason``) atomically, header even when empty."""
+    """Write the remarks (``line,video_id,reason,severity``) atomically, header even when empty."""
     from data_prep.io import atomic_path
 
     with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["line", "video_id", "reason"])
+        writer = csv.DictWriter(handle, fieldnames=["line", "video_id", "reason", "severity"])
         writer.writeheader()
         for row in bad:
             writer.writerow(asdict(row))

@@ -196,22 +196,24 @@ def fetch_metadata(spec: VideoDatasetSpec, params: VideoParams) -> Path:
 def prepare_metadata(spec: VideoDatasetSpec, params: VideoParams, root: Path) -> list[Chunk]:
     """Stage 1: validate the table into ``root/chunks.csv`` and ``root/metadata_errors.csv``."""
     source = fetch_metadata(spec, params)
-    chunks, bad = read_metadata(source, spec.require_person_id)
+    chunks, remarks = read_metadata(source, spec.require_person_id)
+    errors = [b for b in remarks if b.severity == "error"]
     if spec.check_table is not None:
-        spec.check_table(source, chunks, bad)
+        spec.check_table(source, chunks, errors)
     if not chunks:
-        raise MetadataError(f"metadata file {source}: no valid row ({len(bad)} rejected, "
-                            f"first: line {bad[0].line}: {bad[0].reason})" if bad else
+        raise MetadataError(f"metadata file {source}: no valid row ({len(errors)} rejected, "
+                            f"first: line {errors[0].line}: {errors[0].reason})" if errors else
                             f"metadata file {source} has no rows")
     root.mkdir(parents=True, exist_ok=True)
-    write_bad_rows(root / BAD_ROWS_NAME, bad)
+    write_bad_rows(root / BAD_ROWS_NAME, remarks)
     write_text(root / SOURCE_NAME, json.dumps({
         "dataset": spec.name,
         "path": str(source),
         "url": None if params.metadata is not None else (params.metadata_url or spec.metadata_url),
         "sha256": file_sha256(source),
         "valid_rows": len(chunks),
-        "rejected_rows": len(bad),
+        "rejected_rows": len(errors),
+        "warnings": len(remarks) - len(errors),
     }, indent=2) + "\n")
     write_chunks(root / CHUNKS_NAME, chunks)  # last: it is the stage's Snakemake output
     return chunks
@@ -342,7 +344,8 @@ def assemble(spec: VideoDatasetSpec, root: Path) -> Path:
     for youtube_id in sorted(group_by_video(chunks)):
         rows.extend(read_status(status_path(root, youtube_id)))
     with open(root / BAD_ROWS_NAME, newline="", encoding="utf-8") as handle:
-        bad = list(csv.DictReader(handle))
+        remarks = list(csv.DictReader(handle))
+    bad = [b for b in remarks if b["severity"] == "error"]
     availability = [
         {"video": r["video"], "split": r["split"], "status": r["status"],
          "reason": r["reason"], "source": r["source"]} for r in rows
@@ -370,6 +373,9 @@ def assemble(spec: VideoDatasetSpec, root: Path) -> Path:
         })
     summary.append({"split": "invalid_metadata_rows", "protocol": "", "listed": len(bad),
                     "ok": 0, "missing": 0, "corrupt": 0, "available_fraction": ""})
+    summary.append({"split": "metadata_warnings", "protocol": "",
+                    "listed": len(remarks) - len(bad), "ok": 0, "missing": 0, "corrupt": 0,
+                    "available_fraction": ""})
     with atomic_path(root / SUMMARY_NAME) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(summary[0]))
         writer.writeheader()

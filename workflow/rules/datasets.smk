@@ -4,7 +4,11 @@
 #   folder or yt-dlp; crops)  ->  assemble_video_dataset (manifest.csv + availability report).
 # MGif and synthetic are one job each (rule prepare_dataset in data.smk).
 # Download concurrency: `--resources downloads=N` (each prepare_video job holds one).
-# Helpers (video_datasets, video_metadata, video_status_files, ...) live in common.smk.
+# Helpers (video_datasets, video_metadata, video_status_files, ...): datasets_helpers.smk.
+
+
+include: "datasets_helpers.smk"
+
 
 rule fetch_metadata:
     output:

@@ -298,7 +298,11 @@ def prepare_video(
                 os.remove(video)
         else:
             for c in todo:
-                rows[c.name] = _row(ChunkResult(c, "missing", 0, reason), size, source)
+                done = chunk_dir(root, c)
+                # A chunk finished by an earlier, interrupted run stays available.
+                rows[c.name] = (_row(ChunkResult(c, "ok", len(list(done.glob("*.png")))), size, "resumed")
+                                if done.is_dir() else
+                                _row(ChunkResult(c, "missing", 0, reason), size, source))
     out = status_path(root, youtube_id)
     with atomic_path(out) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=STATUS_COLUMNS)

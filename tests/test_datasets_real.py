@@ -434,3 +434,27 @@ def test_metadata_is_fetched_by_url_with_its_checksum(tmp_path):
     with pytest.raises(MetadataError, match="SHA-256 is"):
         fetch_metadata(spec, bad)
     assert not (tmp_path / "meta2" / "taichi-metadata.csv").exists()
+
+
+def test_preprocessed_mp4_chunks_are_decoded_and_resized(world, tmp_path):
+    """The reference scripts could also store chunks as .mp4 files: decoded, resized, labelled."""
+    chunk = "vidA#000005#000015"
+    src = tmp_path / "pre" / "train" / f"{chunk}.mp4"
+    src.parent.mkdir(parents=True)
+    writer = imageio_ffmpeg.write_frames(str(src), (W, H), fps=10, codec="libx264rgb",
+                                         pix_fmt_out="rgb24", macro_block_size=1,
+                                         output_params=["-qp", "0"])
+    writer.send(None)
+    for frame in fixture_frames(7):
+        writer.send(frame)
+    writer.close()
+    meta = tmp_path / "m.csv"
+    meta.write_text(HEADER + chunk_row("vidA", 5, 15, (40, 20, 136, 116)))
+    root = prepare_dataset("taichi", {"metadata": str(meta), "preprocessed": str(tmp_path / "pre"),
+                                      "download": False, "size": OUT, "progress": False},
+                           tmp_path / "out")
+    row = read_manifest(root).iloc[0]
+    assert (row["status"], row["frames"]) == ("ok", 7) and row["source"].endswith(".mp4")
+    video = read_video(root / "train" / chunk)
+    assert video.shape == (7, OUT, OUT, 3)
+    assert np.allclose(video[:, OUT // 2, OUT // 2, 2], 4 * np.arange(7), atol=2)

@@ -8,6 +8,7 @@ the same function. animbench adds an ``animbench`` entry with the method config 
 
 from __future__ import annotations
 
+import logging
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,9 @@ from methods.base import AnimationModel
 
 class CheckpointError(ValueError):
     """A checkpoint file is missing, truncated, corrupt or does not fit the model."""
+
+
+_log = logging.getLogger(__name__)
 
 
 def save(path: str | Path, payload: dict[str, Any]) -> None:
@@ -50,18 +54,72 @@ def model_state(model: AnimationModel) -> dict[str, Any]:
     return {key: getattr(model, key).state_dict() for key in model.checkpoint_keys}
 
 
+#: Entries of training bookkeeping that inference ignores quietly (logged at INFO).
+_BOOKKEEPING = ("epoch", "animbench", "torch_rng", "log", "fingerprint")
+
+
+def _state_dict_entry(payload: dict[str, Any], key: str, source: str) -> dict[str, Any]:
+    state = payload[key]
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{source}: entry {key!r} is a {type(state).__name__}, not a state_dict")
+    return state
+
+
+def _check_keys(module: torch.nn.Module, state: dict[str, Any], key: str, source: str) -> None:
+    """Name missing and unexpected parameter names (the first few of each) before loading."""
+    expected, found = set(module.state_dict()), set(state)
+    missing, unexpected = sorted(expected - found), sorted(found - expected)
+    if missing or unexpected:
+        def few(names: list[str]) -> str:
+            return ", ".join(names[:5]) + (f" (+{len(names) - 5} more)" if len(names) > 5 else "")
+
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys: {few(missing)}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys: {few(unexpected)}")
+        raise CheckpointError(
+            f"{source}: {key} does not match the model config ({'; '.join(parts)}); "
+            "is it a checkpoint of another method, or a truncated one?"
+        )
+
+
 def load_model_state(model: AnimationModel, payload: dict[str, Any], source: str = "checkpoint") -> None:
-    """Load every sub-network of ``model`` with ``strict=True`` from ``payload``."""
+    """Load every sub-network of ``model`` with ``strict=True`` from ``payload``.
+
+    An ``avd_network`` entry (MRAA/TPSMM releases, ``animbench train-avd``) is loaded into
+    ``model.avd_network``. Every other entry that is not loaded (a ``discriminator``,
+    optimizers, ...) is named in one log line: WARNING when it holds a network, INFO when it
+    is only optimizer or training bookkeeping.
+    """
+    from methods.avd import load_avd_network
+
     missing = [key for key in model.checkpoint_keys if key not in payload]
     if missing:
         raise CheckpointError(
             f"{source} lacks {missing}; it holds {sorted(k for k in payload if not k.startswith('optimizer'))}"
         )
     for key in model.checkpoint_keys:
+        state = _state_dict_entry(payload, key, source)
+        module = getattr(model, key)
+        _check_keys(module, state, key, source)
         try:
-            getattr(model, key).load_state_dict(payload[key], strict=True)
+            module.load_state_dict(state, strict=True)
         except RuntimeError as err:
             raise CheckpointError(f"{source}: {key} does not match the model config: {err}") from err
+    loaded = set(model.checkpoint_keys)
+    if "avd_network" in payload and "avd_network" not in loaded:
+        try:
+            model.avd_network = load_avd_network(_state_dict_entry(payload, "avd_network", source), source)
+        except ValueError as err:
+            raise CheckpointError(str(err)) from err
+        loaded.add("avd_network")
+    ignored = sorted(k for k in payload if k not in loaded)
+    if ignored:
+        quiet = all(k in _BOOKKEEPING or k.startswith(("optimizer_", "scheduler_")) for k in ignored)
+        _log.log(logging.INFO if quiet else logging.WARNING,
+                 "%s: ignoring checkpoint entries %s (not part of the %s model)",
+                 source, ", ".join(ignored), model.config.get("method", type(model).__name__))
 
 
 def load_model(path: str | Path, config: dict[str, Any] | None = None) -> tuple[AnimationModel, dict[str, Any]]:

@@ -81,6 +81,39 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
     print(f"reconstructions indexed in {index}")
 
 
+def cmd_train_avd(args: argparse.Namespace) -> None:
+    from methods.config import load_method_config
+    from methods.train_avd import AVDOptions, train_avd
+
+    _threads(args.threads)
+    checkpoint = Path(args.checkpoint)
+    options = AVDOptions(
+        checkpoint=checkpoint,
+        dataset_root=Path(args.dataset),
+        out=Path(args.out) if args.out else checkpoint.with_name("checkpoint_avd.pt"),
+        params=args.params,
+        method_config=load_method_config(args.method_config) if args.method_config else None,
+        seed=args.seed,
+        device=args.device,
+        progress=not args.no_progress,
+    )
+    print(f"checkpoint with avd_network written to {train_avd(options)}")
+
+
+def cmd_animate(args: argparse.Namespace) -> None:
+    from methods.animate import animate_file
+    from methods.config import load_method_config
+
+    _threads(args.threads)
+    count = animate_file(
+        args.checkpoint, args.source, args.driving, args.out, mode=args.mode,
+        method_config=load_method_config(args.method_config) if args.method_config else None,
+        device=args.device, batch_size=args.batch_size,
+        adapt_movement_scale=not args.no_adapt_scale, progress=not args.no_progress,
+    )
+    print(f"{count} frames written to {args.out}")
+
+
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from metrics.evaluate import evaluate_reconstructions, write_metrics
 
@@ -167,6 +200,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16)
     common(p, threads=True)
     p.set_defaults(func=cmd_reconstruct)
+
+    p = sub.add_parser("train-avd", help="train the AVD network of a trained checkpoint (resumable)")
+    p.add_argument("--checkpoint", required=True, help="trained checkpoint (ours, or a released one with --method-config)")
+    p.add_argument("--method-config", default=None, help="config of a checkpoint that carries none")
+    p.add_argument("--dataset", required=True, help="prepared dataset folder (its train split is used)")
+    p.add_argument("--out", default=None, help="output checkpoint (default: checkpoint_avd.pt beside --checkpoint)")
+    p.add_argument("--params", type=_json, default={}, help='train_avd_params overrides as JSON, e.g. {"num_epochs": 2}')
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    common(p, threads=True)
+    p.set_defaults(func=cmd_train_avd)
+
+    p = sub.add_parser("animate", help="animate a source image by a driving video")
+    p.add_argument("--checkpoint", required=True, help="ours, or a released one (with --method-config)")
+    p.add_argument("--method-config", default=None, help="config of a checkpoint that carries none")
+    p.add_argument("--source", required=True, help="source image (centre-cropped to a square, resized to the model's frame_shape)")
+    p.add_argument("--driving", required=True, help="driving video (mp4, gif, ... or a folder of 0000000.png frames)")
+    p.add_argument("--mode", choices=["standard", "relative", "avd"], default="relative")
+    p.add_argument("--out", required=True, help="output .mp4, .gif, or a folder (PNG frames)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch-size", type=int, default=8, help="driving frames per forward pass")
+    p.add_argument("--no-adapt-scale", action="store_true", help="relative mode: do not rescale movement by keypoint-hull areas")
+    common(p, threads=True)
+    p.set_defaults(func=cmd_animate)
 
     p = sub.add_parser("evaluate", help="per-frame metrics of a reconstruction folder")
     p.add_argument("--reconstruction", required=True)

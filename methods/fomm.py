@@ -83,6 +83,47 @@ class FOMM(AnimationModel):
     ) -> dict[str, torch.Tensor]:
         return self.generator(source, kp_driving=motion_driving, kp_source=motion_source)
 
+    def relative_motion(
+        self,
+        motion_source: Motion,
+        motion_driving: Motion,
+        motion_driving_initial: Motion,
+        adapt_movement_scale: bool = False,
+    ) -> Motion:
+        # The reference's normalize_kp with use_relative_movement and use_relative_jacobian on.
+        from methods.animate import movement_scale, relative_linear, relative_points
+
+        scale = (
+            movement_scale(motion_source["value"], motion_driving_initial["value"])
+            if adapt_movement_scale
+            else 1.0
+        )
+        out = dict(motion_driving)
+        out["value"] = relative_points(
+            motion_source["value"], motion_driving["value"], motion_driving_initial["value"], scale
+        )
+        if "jacobian" in motion_driving:
+            out["jacobian"] = relative_linear(
+                motion_source["jacobian"], motion_driving["jacobian"], motion_driving_initial["jacobian"]
+            )
+        return out
+
+    def avd_encode(self, motion: Motion) -> torch.Tensor:
+        # Per keypoint [x, y, J00, J01, J10, J11] (MRAA's shift/affine layout), or [x, y].
+        parts = [motion["value"]]
+        if "jacobian" in motion:
+            parts.append(motion["jacobian"].flatten(2))
+        return torch.cat(parts, dim=-1).flatten(1)
+
+    def avd_decode(self, params: torch.Tensor, like: Motion) -> Motion:
+        per_kp = 6 if "jacobian" in like else 2
+        params = params.view(params.shape[0], -1, per_kp)
+        out = dict(like)
+        out["value"] = params[..., :2]
+        if per_kp == 6:
+            out["jacobian"] = params[..., 2:].unflatten(-1, (2, 2))
+        return out
+
     def forward(
         self, source: torch.Tensor, driving: torch.Tensor
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:

@@ -112,7 +112,7 @@ def fit_frame(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     side = min(height, width)
     top, left = (height - side) // 2, (width - side) // 2
     square = Image.fromarray(np.ascontiguousarray(frame[top:top + side, left:left + side]))
-    return np.asarray(square.resize((size[1], size[0]), Image.Resampling.BILINEAR))
+    return np.array(square.resize((size[1], size[0]), Image.Resampling.BILINEAR))
 
 
 def read_source(path: str | Path, size: tuple[int, int]) -> np.ndarray:

@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image, ImageSequence
 from tqdm import tqdm
 
+from data_prep.availability import write_availability
 from data_prep.fetch import fetch_file
 from data_prep.io import atomic_dir, file_sha256, write_text
 from data_prep.manifest import format_size, write_manifest
@@ -145,12 +146,7 @@ def build(params: dict, out_dir: Path) -> Path:
         "dataset": "mgif", "archive": str(params.get("archive") or PUBLISHED_URL),
         "sha256": sha, "split": "published" if published else "seeded 80/20 (seed 0)",
     }, indent=2) + "\n")
-    summary = ["split,protocol,listed,ok,missing,corrupt,available_fraction"]
-    for split in ("train", "test"):
-        mine = [r for r in rows if r["split"] == split]
-        ok = sum(r["status"] == "ok" for r in mine)
-        corrupt = len(mine) - ok
-        summary.append(f"{split},,{len(mine)},{ok},0,{corrupt},{ok / max(len(mine), 1):.4f}")
-    write_text(out_dir / "availability_summary.csv", "\n".join(summary) + "\n")
+    write_availability(out_dir, [dict(r, reason="" if r["status"] == "ok" else
+                                      "GIF cannot be decoded") for r in rows])
     write_manifest(out_dir / "manifest.csv", rows)
     return out_dir

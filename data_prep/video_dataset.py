@@ -27,6 +27,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from data_prep.availability import write_availability
 from data_prep.download import DownloadOptions, download_video, remove_partial
 from data_prep.fetch import FetchError, fetch_file
 from data_prep.io import atomic_path, file_sha256, write_text
@@ -48,8 +49,6 @@ CHUNKS_NAME = "chunks.csv"
 BAD_ROWS_NAME = "metadata_errors.csv"
 SOURCE_NAME = "metadata_source.json"
 STATUS_DIR = ".status"
-AVAILABILITY_NAME = "availability.csv"
-SUMMARY_NAME = "availability_summary.csv"
 STATUS_COLUMNS = ["video", "split", "frames", "size", "source", "status", "reason"]
 
 
@@ -350,40 +349,7 @@ def assemble(spec: VideoDatasetSpec, root: Path) -> Path:
     with open(root / BAD_ROWS_NAME, newline="", encoding="utf-8") as handle:
         remarks = list(csv.DictReader(handle))
     bad = [b for b in remarks if b["severity"] == "error"]
-    availability = [
-        {"video": r["video"], "split": r["split"], "status": r["status"],
-         "reason": r["reason"], "source": r["source"]} for r in rows
-    ] + [
-        {"video": f"line {b['line']}: {b['video_id']}", "split": "", "status": "invalid",
-         "reason": f"metadata row rejected: {b['reason']}", "source": ""} for b in bad
-    ]
-    with atomic_path(root / AVAILABILITY_NAME) as tmp, open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["video", "split", "status", "reason", "source"])
-        writer.writeheader()
-        writer.writerows(availability)
-    summary = []
-    for split in ("train", "test"):
-        mine = [r for r in rows if r["split"] == split]
-        ok = sum(r["status"] == "ok" for r in mine)
-        protocol = (spec.protocol_counts or {}).get(split)
-        summary.append({
-            "split": split,
-            "protocol": protocol if protocol is not None else "",
-            "listed": len(mine),
-            "ok": ok,
-            "missing": sum(r["status"] == "missing" for r in mine),
-            "corrupt": sum(r["status"] == "corrupt" for r in mine),
-            "available_fraction": f"{ok / (protocol or len(mine) or 1):.4f}",
-        })
-    summary.append({"split": "invalid_metadata_rows", "protocol": "", "listed": len(bad),
-                    "ok": 0, "missing": 0, "corrupt": 0, "available_fraction": ""})
-    summary.append({"split": "metadata_warnings", "protocol": "",
-                    "listed": len(remarks) - len(bad), "ok": 0, "missing": 0, "corrupt": 0,
-                    "available_fraction": ""})
-    with atomic_path(root / SUMMARY_NAME) as tmp, open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(summary[0]))
-        writer.writeheader()
-        writer.writerows(summary)
+    write_availability(root, rows, bad, len(remarks) - len(bad), spec.protocol_counts)
     manifest = [{k: r[k] for k in ("video", "split", "frames", "size", "source", "status")}
                 for r in rows]
     return write_manifest(root / "manifest.csv", manifest)

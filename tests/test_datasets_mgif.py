@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from data_prep.availability import read_summary
 from data_prep.manifest import read_manifest
 from data_prep.mgif import split_videos
 from data_prep.registry import prepare_dataset
@@ -66,6 +67,9 @@ def test_published_split_is_kept_and_frames_are_exact(tmp_path):
     assert df.loc["cat001", "split"] == "train" and df.loc["dog001", "split"] == "test"
     assert df.loc["cat001", "frames"] == 5 and df.loc["broken", "status"] == "corrupt"
     assert np.array_equal(read_video(root / "train" / "cat001"), train)
+    summary = read_summary(root)
+    assert (summary["test"]["listed"], summary["test"]["ok"], summary["test"]["corrupt"]) == (2, 1, 1)
+    assert summary["test"]["protocol"] is None and summary["test"]["fraction"] == 0.5
     with pytest.raises(Exception, match="SHA-256"):
         prepare_dataset("mgif", {"archive": archive.as_uri(), "sha256": "0" * 64,
                                  "archive_dir": str(tmp_path / "dl2"), "progress": False},

@@ -16,13 +16,14 @@ import imageio_ffmpeg
 import numpy as np
 import pytest
 
+from data_prep.availability import SUMMARY_NAME, read_summary
 from data_prep.download import DownloadOptions, classify_error, download_video, ydl_params
 from data_prep.manifest import read_manifest
 from data_prep.metadata import MetadataError, read_metadata
 from data_prep.preprocess import crop_resize, expected_frames, iter_frames, scale_bbox
 from data_prep.registry import prepare_dataset
 from data_prep.video import list_frames, read_frame, read_video
-from data_prep.video_dataset import SUMMARY_NAME, get_spec, status_path
+from data_prep.video_dataset import get_spec, status_path
 
 W, H = 96, 72  # decoded size of the fixture videos
 META_W, META_H = 192, 144  # the metadata's size: bboxes are rescaled by 1/2
@@ -163,6 +164,10 @@ def test_availability_report_counts_and_reasons(world):
     assert float(summary["test"]["available_fraction"]) == pytest.approx(2 / 285, abs=1e-4)
     assert summary["invalid_metadata_rows"]["listed"] == "5"
     assert summary["metadata_warnings"]["listed"] == "2"
+    parsed = read_summary(root)  # what a report prints beside each number
+    assert parsed["test"] == {"protocol": 285, "listed": 3, "ok": 2, "missing": 0, "corrupt": 1,
+                              "fraction": pytest.approx(2 / 285, abs=1e-4)}
+    assert parsed["invalid_metadata_rows"] == {"listed": 5}
     source = json.loads((root / "metadata_source.json").read_text())
     assert (source["valid_rows"], source["rejected_rows"], source["warnings"]) == (7, 5, 2)
 

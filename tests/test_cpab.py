@@ -317,3 +317,48 @@ def test_series_coefficients_and_analytic_backward(scale):
     mine = _coeffs_vjp(tr, det, w)
     for a, b in zip(auto, mine, strict=True):
         assert (a - b).abs().max() <= 1e-12 * max(1.0, float(a.abs().max()))
+
+
+def test_closed_form_exact_at_large_theta_with_fast_rotating_cells():
+    # At 5x the prior's scale some cells rotate by more than pi over the remaining time:
+    # an edge can be crossed and re-crossed with n.v positive at both ends of the step.
+    # Before segments were limited by the rotation rate this case was off by up to 0.77
+    # here; the fine-step numeric scheme is a reference accurate to ~1e-4.
+    cpab = CPAB(Tessellation(4, 4, zero_boundary=True))
+    theta = 5.0 * cpab.sample(8, generator=torch.Generator().manual_seed(1)).double()
+    xs = torch.linspace(-0.97, 0.97, 20, dtype=torch.float64)
+    gy, gx = torch.meshgrid(xs, xs, indexing="ij")
+    x = torch.stack([gx, gy], -1).reshape(1, -1, 2).expand(8, -1, -1).contiguous()
+    exact = cpab.transform(x, theta)
+    reference = integrate_numeric(x, cpab.cell_matrices(theta), cpab.tess, 2000)
+    assert (exact - reference).norm(dim=-1).max() < 5e-3
+
+
+def test_rows_are_independent_of_a_non_finite_row():
+    from methods.motion.cpab.expm import exp_phi_coeffs
+
+    tr = torch.tensor([0.3, -1.2, 40.0, float("nan"), float("inf")], dtype=torch.float64)
+    det = torch.tensor([0.5, 2.0, 500.0, 1.0, 1.0], dtype=torch.float64)
+    with_bad = exp_phi_coeffs(tr, det)
+    alone = exp_phi_coeffs(tr[:3], det[:3])
+    for a, b in zip(with_bad, alone, strict=True):
+        assert torch.allclose(a[:3], b, rtol=1e-13, atol=0)
+
+    cpab = CPAB(Tessellation(3, 3))
+    theta = _theta(cpab, 3)
+    theta[1, 4] = float("nan")
+    with pytest.raises(ValueError, match=r"theta has non-finite values.*rows \[1\]"):
+        cpab.transform(_points(3, 5), theta)
+    kd, ks = _fit_problem(cpab, 3, 5)
+    kd[2, 0, 1] = float("inf")
+    with pytest.raises(ValueError, match=r"kp_driving has non-finite values.*rows \[2\]"):
+        cpab.fit(kd, ks)
+
+
+def test_empty_batches():
+    cpab = CPAB(Tessellation(3, 3))
+    assert cpab.transform(_points(0, 5), _theta(cpab, 0)).shape == (0, 5, 2)
+    assert cpab.transform(_points(2, 0), _theta(cpab, 2)).shape == (2, 0, 2)
+    assert cpab.fit(_points(0, 5), _points(0, 5)).shape == (0, cpab.dim)
+    with pytest.raises(ValueError, match="points .B, N, 2. and theta .B, d. expected"):
+        cpab.transform(_points(2, 5), _theta(cpab, 3))

@@ -11,6 +11,18 @@ from .prior import Prior, sample_theta
 from .tessellation import Tessellation
 
 
+def check_finite(name: str, value: torch.Tensor) -> None:
+    """Raise ValueError naming the batch rows of ``value`` (B, ...) that hold NaN or inf.
+
+    A non-finite row has no meaningful transform; refusing it keeps the other rows' results
+    from silently depending on it.
+    """
+    bad = ~torch.isfinite(value.detach().reshape(value.shape[0], -1)).all(-1)
+    if bool(bad.any()):
+        rows = bad.nonzero().squeeze(1).tolist()
+        raise ValueError(f"CPAB: {name} has non-finite values (NaN or inf) in batch rows {rows}")
+
+
 class CPAB:
     """CPAB transformations on a tessellation of [-1, 1]^2.
 
@@ -90,6 +102,15 @@ class CPAB:
         Returns:
             (B, N, 2) in ``points.dtype``.
         """
+        if points.dim() != 3 or theta.dim() != 2 or points.shape[0] != theta.shape[0]:
+            raise ValueError(
+                f"CPAB.transform: points (B, N, 2) and theta (B, d) expected, got "
+                f"{tuple(points.shape)} and {tuple(theta.shape)}"
+            )
+        if points.numel() == 0:  # empty batch or no points: nothing to move
+            return points.clone()
+        check_finite("theta", theta)
+        check_finite("points", points)
         if method == "closed_form":
             return integrate_closed_form(points, self.cell_matrices(theta), self.tess)
         if method == "numeric":
@@ -143,6 +164,15 @@ class CPAB:
         differentiable w.r.t. the keypoints). ``method="adam"``: :func:`fit_adam` (the
         release: Adam lr 1e-2 from zero, detached keypoints; pass ``iterations``).
         """
+        if kp_driving.shape != kp_source.shape or kp_driving.dim() != 3:
+            raise ValueError(
+                f"CPAB.fit: keypoints (S, N, 2) of equal shape expected, got "
+                f"{tuple(kp_driving.shape)} and {tuple(kp_source.shape)}"
+            )
+        if kp_driving.shape[0] == 0:
+            return torch.zeros(0, self.dim, dtype=torch.float64, device=kp_driving.device)
+        check_finite("kp_driving", kp_driving)
+        check_finite("kp_source", kp_source)
         if method == "fast":
             return fit_fast(self, kp_driving, kp_source, **kwargs)
         if method == "adam":

@@ -50,15 +50,22 @@ def _schedule(rmax: float) -> tuple[int, int]:
     return best[1], best[2]
 
 
+def _radius_bound(tr: torch.Tensor, det: torch.Tensor) -> float:
+    """Largest spectral-radius bound over the *finite* entries.
+
+    Non-finite entries (NaN or inf in one row) only spoil their own results: they must not
+    shorten or lengthen the series every other entry is computed with.
+    """
+    # From the characteristic polynomial; the series in Cayley-Hamilton form converges at
+    # the rate of the eigenvalues, not the norm.
+    rho = (tr.abs() / 2 + (tr * tr / 4 - det).abs().sqrt()).detach()
+    rho = rho[torch.isfinite(rho)]
+    return min(float(rho.max()), 1e300) if rho.numel() else 0.0
+
+
 def _coeffs_impl(tr: torch.Tensor, det: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """Return (e0, e1, f0, f1) with exp(Z) = e0 I + e1 Z and phi_1(Z) = f0 I + f1 Z."""
-    # Bound on the spectral radius from the characteristic polynomial; the series in
-    # Cayley-Hamilton form converges at the rate of the eigenvalues, not the norm.
-    rho = tr.abs() / 2 + (tr * tr / 4 - det).abs().sqrt()
-    rmax = float(rho.detach().max()) if rho.numel() else 0.0
-    if not math.isfinite(rmax):
-        rmax = 0.0 if math.isnan(rmax) else 1e300
-    k, deg = _schedule(min(rmax, 1e300))
+    k, deg = _schedule(_radius_bound(tr, det))
     t = tr / (2.0**k) if k else tr
     d = det / (4.0**k) if k else det
     # Horner for phi_1(Y) = sum_j Y^j / (j+1)!, using Y^2 = T Y - D I.
@@ -90,11 +97,7 @@ def _coeffs_impl(tr: torch.Tensor, det: torch.Tensor) -> tuple[torch.Tensor, ...
 def _coeffs_vjp(tr: torch.Tensor, det: torch.Tensor, grads) -> tuple[torch.Tensor, torch.Tensor]:
     """Vector-Jacobian product of :func:`_coeffs_impl`: forward-mode derivatives in tr and
     det carried through the same Horner and squaring recursions (no autograd graph)."""
-    rho = tr.abs() / 2 + (tr * tr / 4 - det).abs().sqrt()
-    rmax = float(rho.max()) if rho.numel() else 0.0
-    if not math.isfinite(rmax):
-        rmax = 0.0 if math.isnan(rmax) else 1e300
-    k, deg = _schedule(min(rmax, 1e300))
+    k, deg = _schedule(_radius_bound(tr, det))
     st, sd = 0.5**k, 0.25**k  # d t / d tr and d d / d det at the current scale
     t = tr * st
     d = det * sd

@@ -8,6 +8,7 @@ shape, differentiable in both A and the points.
 from __future__ import annotations
 
 import functools
+import math
 
 import torch
 
@@ -149,7 +150,8 @@ def _excursions(x, m, b, t_end, v0, vy, edges):
     An edge function f(t) = n.x(t) - h that is <= 0 at both ends can still peak above 0 in
     between; then f' = n.v changes sign from + to -. We locate that peak per edge by a
     bracketed Newton search on f' (f'' = n.M v) and report the peak time where f > 0
-    (else t_end). Misses only rotations of more than half a turn inside one cell.
+    (else t_end). Exact as long as n.v changes sign at most once in (0, t_end], which
+    :func:`_plan` ensures by limiting segment durations (:func:`_rotation_limit`).
     """
     nrm = edges[..., :2]
     r0 = edges[..., 0] * v0[:, None, 0] + edges[..., 1] * v0[:, None, 1]
@@ -207,8 +209,25 @@ def _excursions(x, m, b, t_end, v0, vy, edges):
     return out
 
 
+def _rotation_limit(m: torch.Tensor) -> torch.Tensor:
+    """Longest time over which n.v(t) changes sign at most once, for every edge normal n.
+
+    With complex eigenvalues s +- i w, n.v(t) = e^{st} R cos(w t + phi) has zeros spaced pi/w;
+    with real ones it has at most one. Segments no longer than half that spacing let
+    :func:`_excursions` see every edge peak (it looks for one + to - change of n.v).
+    """
+    tr = m[:, 0, 0] + m[:, 1, 1]
+    det = m[:, 0, 0] * m[:, 1, 1] - m[:, 0, 1] * m[:, 1, 0]
+    w = (det - tr * tr / 4).clamp_min(0).sqrt()
+    return torch.where(w > 0, (0.5 * math.pi) / w.clamp_min(1e-300), torch.full_like(w, math.inf))
+
+
 def _plan(points: torch.Tensor, a: torch.Tensor, tess: Tessellation, max_cross: int):
-    """Phase 1 (float64, no graph): the sequence of (points, cell, duration) segments."""
+    """Phase 1 (float64, no graph): the sequence of (points, cell, duration) segments.
+
+    A segment ends where the trajectory leaves its cell, or earlier where the cell's flow
+    rotates fast (:func:`_rotation_limit`): such a point continues in the same cell.
+    """
     bsz, n, _ = points.shape
     ncell = tess.num_cells
     edges_all, nbr_all = _regions(tess)
@@ -221,8 +240,13 @@ def _plan(points: torch.Tensor, a: torch.Tensor, tess: Tessellation, max_cross: 
     flat_m, flat_b = flat[:, :, :2].contiguous(), flat[:, :, 2].contiguous()
     active = torch.arange(x.shape[0], device=x.device)
     cell_co = _cell_coeffs(flat)
+    limit = _rotation_limit(flat_m)  # per global cell
+    # Sub-steps of fast-rotating cells do not count as crossings: budget for them apart.
+    finite = limit[torch.isfinite(limit)]
+    sub_steps = int(math.ceil(1.0 / float(finite.min()))) if finite.numel() else 0
+    last = max_cross + sub_steps
     segments = []
-    for k in range(max_cross + 1):
+    for k in range(last + 1):
         if k == 0:
             xa, ca, ra = x.clone(), cell, rem
             g = bidx * ncell + ca
@@ -230,22 +254,27 @@ def _plan(points: torch.Tensor, a: torch.Tensor, tess: Tessellation, max_cross: 
             xa, ca, ra = _take(active, x, cell, rem)
             g = bidx.index_select(0, active) * ncell + ca
         m, b = flat_m.index_select(0, g), flat_b.index_select(0, g)
+        step = ra if k == last else torch.minimum(ra, limit.index_select(0, g))
+        limited = step < ra
         # Before any crossing every duration is 1: per-cell series, gathered.
-        co = tuple(c[g] for c in cell_co) if k == 0 else None
-        y, vy = affine_flow(xa, m, b, ra, co)
+        co = tuple(c[g] for c in cell_co) if k == 0 and not bool(limited.any()) else None
+        y, vy = affine_flow(xa, m, b, step, co)
         ed = edges_all.index_select(0, ca)
         inside = _edge_values(ed, y).max(-1).values <= _INSIDE_TOL
         # An edge crossed and re-crossed before t_end must be found first, whether or not
         # the end point is inside: it caps the hit-time bracket at that edge's peak.
         v0 = torch.einsum("pij,pj->pi", m, xa) + b
-        t_end = _excursions(xa, m, b, ra, v0, vy, ed)
-        inside = inside & (t_end >= ra)
-        if k == max_cross:
+        t_end = _excursions(xa, m, b, step, v0, vy, ed)
+        inside = inside & (t_end >= step)
+        if k == last:
             inside = torch.ones_like(inside)  # give up crossing; finish in current cell
-        dur = ra.clone()
+        dur = step.clone()
         cross = (~inside).nonzero().squeeze(1)
         ins = inside.nonzero().squeeze(1)
         x[active.index_select(0, ins)] = y.index_select(0, ins)
+        # Inside after a rotation-limited sub-step: same cell, the rest of the time to go.
+        cont = (inside & limited).nonzero().squeeze(1)
+        rem[active.index_select(0, cont)] = (ra - step).index_select(0, cont)
         if cross.numel():
             th, eh, yh = _hit_times(*_take(cross, xa, m, b, t_end, ed))
             dur[cross] = th
@@ -262,7 +291,7 @@ def _plan(points: torch.Tensor, a: torch.Tensor, tess: Tessellation, max_cross: 
             nxt = torch.where(nxt >= 0, nxt, cc)
             cell[ic] = torch.where(speed[:, 0] > 1e-12, probe, nxt)
         segments.append((active, g, dur))
-        active = active.index_select(0, cross)
+        active = active.index_select(0, torch.cat([cross, cont]).sort().values)
         if active.numel() == 0:
             break
     return segments, x.reshape(bsz, n, 2)

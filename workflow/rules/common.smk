@@ -1,10 +1,172 @@
 # Helpers shared by the rules. Rules stay thin: each calls one `animbench` subcommand.
+import ast
+import functools
 import json
 from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
 
 REPO = Path(workflow.basedir)
 DATASETS_DIR = config["paths"]["datasets"]
 RESULTS_DIR = config["paths"]["results"]
+#: Top-level packages of this repository; imports of anything else are library imports.
+PACKAGES = ("methods", "metrics", "data_prep", "reports")
+
+
+# --- configuration errors: one line naming the key -----------------------------------------
+
+
+class UndefinedInConfig(WorkflowError):
+    """A run or dataset used by the workflow is not defined in its config."""
+
+
+def _defined(section, name, used_by):
+    if name not in config[section]:
+        defined = ", ".join(sorted(config[section])) or "none"
+        raise UndefinedInConfig(
+            f"{used_by} names {section[:-1]} {name!r}, which is not defined under '{section}:' in "
+            f"the workflow config (defined: {defined}); add it there or fix the name"
+        )
+    return config[section][name]
+
+
+def _check_references():
+    # Checked when the Snakefile is read, so a typo fails before any job starts.
+    for key in ("table1", "regression"):
+        section = config.get(key) or {}
+        for name in section.get("datasets", []):
+            _defined("datasets", name, f"config key '{key}.datasets'")
+        for name in section.get("runs", []):
+            _defined("runs", name, f"config key '{key}.runs'")
+
+
+_check_references()
+
+
+def run_entry(wildcards):
+    return _defined("runs", wildcards.run, f"target {RESULTS_DIR}/{wildcards.dataset}/{wildcards.run}/")
+
+
+def dataset_entry(wildcards):
+    return _defined("datasets", wildcards.dataset, f"target for dataset {wildcards.dataset!r}")
+
+
+# --- which cores and device a job gets -----------------------------------------------------
+
+
+def all_cores(wildcards):
+    """Every core Snakemake was given (1 when it was given none, e.g. `snakemake --unlock`).
+
+    A callable, because reading `workflow.cores` while the Snakefile is parsed fails for commands
+    that take no --cores (`--unlock`, `--cleanup-metadata`, a profile with an executor)."""
+    try:
+        return workflow.cores
+    except WorkflowError:
+        return 1
+
+
+def device(wildcards, resources):
+    """`--device` from the job's declared resources: `gpu: N>0` -> cuda, else auto."""
+    return "cuda" if int(resources.get("gpu", 0) or 0) > 0 else "auto"
+
+
+def launcher(wildcards, resources):
+    """One process, or torchrun with one process per GPU when the job asks for several."""
+    gpus = int(resources.get("gpu", 0) or 0)
+    if gpus > 1:
+        return f"torchrun --standalone --nproc_per_node={gpus} -m methods.cli"
+    return "animbench"
+
+
+# A rerun keeps the logs of earlier attempts: log -> log.1 -> log.2 ... (five kept).
+ROTATE_LOG = (
+    "for i in 4 3 2 1; do if [ -e {log}.$i ]; then mv -f {log}.$i {log}.$((i+1)); fi; done; "
+    "if [ -s {log} ]; then mv -f {log} {log}.1; fi; "
+)
+
+
+# --- code each step depends on, computed from its imports ----------------------------------
+
+
+def _module_file(name):
+    """The source file of repository module `name` (a.b.c), or None when it is not ours."""
+    if name.split(".")[0] not in PACKAGES:
+        return None
+    base = REPO / Path(*name.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _module_name(path):
+    parts = path.relative_to(REPO).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path):
+    """Repository modules imported anywhere in `path`, lazy imports inside functions included."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    package = _module_name(path)
+    if path.name != "__init__.py":
+        package = package.rpartition(".")[0]
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.extend(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                parent = package.split(".")
+                parent = parent[: len(parent) - node.level + 1]
+                base = ".".join(parent + ([node.module] if node.module else []))
+            else:
+                base = node.module or ""
+            found.append(base)
+            # `from methods import weights` imports the module methods.weights.
+            found.extend(f"{base}.{alias.name}" for alias in node.names)
+    return found
+
+
+@functools.cache
+def _closure(roots):
+    files, todo = set(), list(roots)
+    while todo:
+        name = todo.pop()
+        # Importing a.b.c runs a/__init__.py and a/b/__init__.py first.
+        parts = name.split(".")
+        for i in range(1, len(parts) + 1):
+            path = _module_file(".".join(parts[:i]))
+            if path is not None and path not in files:
+                files.add(path)
+                todo.extend(_imports(path))
+    return tuple(sorted(str(p) for p in files))
+
+
+def step_sources(*modules):
+    """Source files the given modules import, transitively, within this repository."""
+    return list(_closure(tuple(modules)))
+
+
+@functools.cache
+def method_module(method):
+    """The module that registers `method` (`@register_method("<method>")`), found by parsing."""
+    for path in sorted((REPO / "methods").rglob("*.py")):
+        if f'register_method("{method}")' in path.read_text():
+            return _module_name(path)
+    raise UndefinedInConfig(
+        f"method {method!r} is registered by no module under methods/ "
+        f"(expected @register_method({method!r})); fix 'runs.*.method' in the workflow config"
+    )
+
+
+def method_sources(*step_modules):
+    """Input function: what the step's modules import plus the run's method module."""
+
+    def sources(wildcards):
+        method = run_entry(wildcards)["method"]
+        return step_sources(*step_modules, method_module(method))
+
+    return sources
 
 
 def package_sources(*packages):
@@ -12,27 +174,36 @@ def package_sources(*packages):
     return sorted(str(p) for package in packages for p in (REPO / package).rglob("*.py"))
 
 
+# --- per-run and per-dataset parameters ----------------------------------------------------
+
+
 def method_config(wildcards):
     """methods/configs/{method}/{dataset}.yaml unless the run names its own config."""
-    run = config["runs"][wildcards.run]
-    path = run.get("config", f"methods/configs/{run['method']}/{wildcards.dataset}.yaml")
-    return str(REPO / path)
+    run = run_entry(wildcards)
+    dataset_entry(wildcards)
+    path = REPO / run.get("config", f"methods/configs/{run['method']}/{wildcards.dataset}.yaml")
+    if not path.is_file():
+        raise UndefinedInConfig(
+            f"run {wildcards.run!r} on dataset {wildcards.dataset!r}: method config {path} does not "
+            f"exist; set 'runs.{wildcards.run}.config' in the workflow config or add the file"
+        )
+    return str(path)
 
 
 def run_overrides(wildcards):
-    return json.dumps(config["runs"][wildcards.run].get("overrides", {}))
+    return json.dumps(run_entry(wildcards).get("overrides", {}))
 
 
 def dataset_protocol(wildcards):
-    return config["datasets"][wildcards.dataset]["protocol"]
+    return dataset_entry(wildcards)["protocol"]
 
 
 def dataset_builder(wildcards):
-    return config["datasets"][wildcards.dataset]["builder"]
+    return dataset_entry(wildcards)["builder"]
 
 
 def dataset_params(wildcards):
-    return json.dumps(config["datasets"][wildcards.dataset].get("params", {}))
+    return json.dumps(dataset_entry(wildcards).get("params", {}))
 
 
 def table1_metrics():
@@ -41,52 +212,3 @@ def table1_metrics():
         dataset=config["table1"]["datasets"],
         run=config["table1"]["runs"],
     )
-
-
-# ---- real video datasets (rules in datasets.smk) ----
-import csv
-import re
-
-VIDEO_BUILDERS = ("taichi", "vox", "ted")
-METADATA_DIR = "resources/metadata"
-
-
-def video_datasets():
-    return [n for n, d in config["datasets"].items() if d["builder"] in VIDEO_BUILDERS]
-
-
-def _one_of(names):
-    # A constraint that matches nothing when the config has no video dataset.
-    return "|".join(re.escape(n) for n in names) or "(?!x)x"
-
-
-def video_builder(wildcards):
-    return config["datasets"][wildcards.dataset]["builder"]
-
-
-def video_metadata(wildcards):
-    """The user's table when params.metadata names one, else the fetched official table."""
-    params = config["datasets"][wildcards.dataset].get("params", {})
-    if params.get("metadata"):
-        return params["metadata"]
-    return f"{METADATA_DIR}/{video_builder(wildcards)}-metadata.csv"
-
-
-def video_params(wildcards):
-    return _video_params_json(wildcards.dataset)
-
-
-def _video_params_json(dataset, metadata=None):
-    params = dict(config["datasets"][dataset].get("params", {}))
-    params.setdefault("progress", False)
-    if metadata is not None:
-        params["metadata"] = metadata
-    return json.dumps(params)
-
-
-def video_status_files(wildcards):
-    """One status file per YouTube id of the checkpoint's chunks.csv."""
-    chunks = checkpoints.video_chunks.get(dataset=wildcards.dataset).output.chunks
-    with open(chunks, newline="") as handle:
-        ids = sorted({row["video_id"].split("#", 1)[0] for row in csv.DictReader(handle)})
-    return [f"{DATASETS_DIR}/{wildcards.dataset}/.status/{i}.csv" for i in ids]

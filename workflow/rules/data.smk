@@ -1,6 +1,6 @@
 rule prepare_dataset:
     input:
-        code=package_sources("data_prep"),
+        code=step_sources("data_prep.registry"),
     output:
         manifest=f"{DATASETS_DIR}/{{dataset}}/manifest.csv",
     params:
@@ -17,4 +17,5 @@ rule prepare_dataset:
     resources:
         mem_mb=2000,
     shell:
-        "animbench prepare {params.builder} --params {params.params:q} --out {params.root} > {log} 2>&1"
+        ROTATE_LOG
+        + "animbench prepare {params.builder} --params {params.params:q} --out {params.root} > {log} 2>&1"

@@ -1,7 +1,7 @@
 rule table1:
     input:
         metrics=table1_metrics(),
-        code=package_sources("reports", "metrics"),
+        code=step_sources("reports.table1"),
     output:
         html="reports/table1.html",
     params:
@@ -17,4 +17,5 @@ rule table1:
     resources:
         mem_mb=2000,
     shell:
-        "animbench report table1 --config-json {params.config:q} --config-name {params.config_name:q} --out {output.html} > {log} 2>&1"
+        ROTATE_LOG
+        + "animbench report table1 --config-json {params.config:q} --config-name {params.config_name:q} --out {output.html} > {log} 2>&1"

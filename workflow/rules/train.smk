@@ -2,7 +2,8 @@ rule train:
     input:
         manifest=f"{DATASETS_DIR}/{{dataset}}/manifest.csv",
         method_config=method_config,
-        code=package_sources("methods", "data_prep"),
+        # The code training actually imports (trainer + the run's method), not all of methods/.
+        code=method_sources("methods.train", "methods.config"),
     output:
         checkpoint=f"{RESULTS_DIR}/{{dataset}}/{{run}}/checkpoint.pt",
         info=f"{RESULTS_DIR}/{{dataset}}/{{run}}/run.json",
@@ -12,19 +13,23 @@ rule train:
         weights=config["paths"]["weights"],
         dataset=lambda wildcards, input: str(Path(input.manifest).parent),
         out=lambda wildcards, output: str(Path(output.checkpoint).parent),
+        device=device,
+        launch=launcher,
     conda:
         "../../environment.yml"
     log:
         "logs/train/{dataset}/{run}.log",
     benchmark:
         "benchmarks/train/{dataset}/{run}.tsv"
-    threads: workflow.cores
+    threads: all_cores
     resources:
         mem_mb=8000,
+        # GPUs for this job: 1 -> --device cuda, N > 1 -> torchrun with N processes.
         gpu=0,
     shell:
-        "animbench -v train --method-config {input.method_config} --overrides {params.overrides:q} "
-        "--dataset {params.dataset} --out {params.out} --seed {params.seed} "
+        ROTATE_LOG
+        + "{params.launch} -v train --method-config {input.method_config} --overrides {params.overrides:q} "
+        "--dataset {params.dataset} --out {params.out} --seed {params.seed} --device {params.device} "
         "--weights-dir {params.weights} --threads {threads} --no-progress > {log} 2>&1"
 
 
@@ -32,21 +37,27 @@ rule reconstruct:
     input:
         checkpoint=f"{RESULTS_DIR}/{{dataset}}/{{run}}/checkpoint.pt",
         manifest=f"{DATASETS_DIR}/{{dataset}}/manifest.csv",
-        code=package_sources("methods", "data_prep"),
+        code=method_sources("methods.reconstruct", "methods.checkpoints", "methods.config"),
     output:
         index=f"{RESULTS_DIR}/{{dataset}}/{{run}}/reconstruction/index.csv",
     params:
         dataset=lambda wildcards, input: str(Path(input.manifest).parent),
         out=lambda wildcards, output: str(Path(output.index).parent),
+        device=device,
     conda:
         "../../environment.yml"
     log:
         "logs/reconstruct/{dataset}/{run}.log",
     benchmark:
         "benchmarks/reconstruct/{dataset}/{run}.tsv"
-    threads: workflow.cores
+    threads: all_cores
     resources:
         mem_mb=4000,
+        gpu=0,
+    # Every Snakemake job starts from an empty folder: the reconstruction's own resume keys
+    # finished videos on the checkpoint alone, which would make --forcerun recompute nothing.
     shell:
+        ROTATE_LOG
+        + "rm -f {params.out}/*.png {params.out}/.checkpoint; "
         "animbench reconstruct --checkpoint {input.checkpoint} --dataset {params.dataset} "
-        "--out {params.out} --threads {threads} --no-progress > {log} 2>&1"
+        "--out {params.out} --device {params.device} --threads {threads} --no-progress > {log} 2>&1"

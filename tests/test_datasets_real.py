@@ -463,3 +463,25 @@ def test_preprocessed_mp4_chunks_are_decoded_and_resized(world, tmp_path):
     video = read_video(root / "train" / chunk)
     assert video.shape == (7, OUT, OUT, 3)
     assert np.allclose(video[:, OUT // 2, OUT // 2, 2], 4 * np.arange(7), atol=2)
+
+
+def test_cutting_streams_frames_instead_of_holding_the_video(tmp_path):
+    """Python-side peak memory while cutting 240 frames stays a few frames' worth."""
+    import tracemalloc
+
+    from data_prep.metadata import parse_row
+    from data_prep.preprocess import cut_chunks
+
+    video = make_video(tmp_path / "long.mkv", 240, 10)
+    chunk = parse_row({"video_id": "long", "start": "0", "end": "240", "bbox": "0-0-192-144",
+                       "fps": "10", "width": "192", "height": "144", "partition": "train"})
+    frame_bytes = W * H * 3
+    cut_chunks(video, [chunk], tmp_path / "warm", (H, W))  # first-call imports are not the video
+    tracemalloc.start()
+    try:
+        (result,) = cut_chunks(video, [chunk], tmp_path / "out", (H, W))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert (result.status, result.frames) == ("ok", 240)
+    assert peak < 20 * frame_bytes, f"peak {peak} B for {240 * frame_bytes} B of video"

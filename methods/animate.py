@@ -345,7 +345,9 @@ def animate_file(
             f"checkpoint {checkpoint} has no avd_network entry, which mode avd needs; train one with "
             f"`animbench train-avd --checkpoint {checkpoint} --dataset <dataset> --out <checkpoint_avd.pt>`"
         )
-    model.to(device)
+    from methods.devices import resolve_device
+
+    model.to(resolve_device(device))
     config = method_config or payload["animbench"]["config"]
     size = tuple(config["dataset_params"]["frame_shape"][:2])
     source_frame = read_source(source, size)

@@ -45,6 +45,8 @@ from methods.avd import (
     random_scale,
 )
 from methods.base import AnimationModel, Motion
+from methods.devices import resolve_device
+from methods.registry import build_model
 from methods.train import EpochBatches, _code_fingerprint, build_dataset
 
 log = logging.getLogger(__name__)
@@ -186,15 +188,14 @@ def train_avd(options: AVDOptions) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     fingerprint = _fingerprint(options.checkpoint, config, params, options)
 
-    from methods.registry import build_model
-
+    device = resolve_device(options.device)  # "auto", "cpu", "cuda", "cuda:N"
     torch.manual_seed(options.seed)
     model = build_model(config, with_losses=False)
     checkpoints.load_model_state(model, payload, source=str(options.checkpoint))
-    model.to(options.device).eval()
+    model.to(device).eval()
     model.requires_grad_(False)
     try:
-        avd_network = build_avd_network(model, params).to(options.device)
+        avd_network = build_avd_network(model, params).to(device)
     except NotImplementedError as err:
         raise ValueError(f"method {config['method']!r} does not implement avd_encode/avd_decode") from err
 
@@ -238,8 +239,8 @@ def train_avd(options: AVDOptions) -> Path:
         steps, started = 0, time.perf_counter()
         bar = tqdm(loader, desc=f"avd epoch {epoch + 1}/{num_epochs}", disable=not options.progress, leave=False)
         for batch in bar:
-            losses = avd_step(model, avd_network, batch["source"].to(options.device),
-                              batch["driving"].to(options.device), params, generator)
+            losses = avd_step(model, avd_network, batch["source"].to(device),
+                              batch["driving"].to(device), params, generator)
             total = sum(losses.values())
             if not torch.isfinite(total):
                 raise FloatingPointError(f"non-finite AVD loss at epoch {epoch}: { {k: float(v) for k, v in losses.items()} }")

@@ -179,7 +179,7 @@ def cut_chunks(
             for index, (fps, frame) in enumerate(iter_frames(video)):
                 decoded = index + 1
                 bar.update()
-                if index / fps >= last_end:
+                if index >= last_end * fps + 1:  # a frame of margin against float rounding
                     break
                 for c in todo:
                     if not in_chunk(index, fps, c):

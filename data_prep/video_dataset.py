@@ -50,6 +50,7 @@ BAD_ROWS_NAME = "metadata_errors.csv"
 SOURCE_NAME = "metadata_source.json"
 STATUS_DIR = ".status"
 STATUS_COLUMNS = ["video", "split", "frames", "size", "source", "status", "reason"]
+TRANSIENT_MARK = "retry later"  # in the reasons of failures worth retrying (see download.py)
 
 
 @dataclass(frozen=True)
@@ -266,9 +267,12 @@ def prepare_video(
                 result = ChunkResult(c, "ok", len(list(chunk_dir(root, c).glob("*.png"))))
             else:
                 result = import_preprocessed(pre, c, root, size)
+            if result.status == "ok":
+                rows[c.name] = _row(result, size, f"preprocessed:{pre}")
+                continue
+            # A broken preprocessed copy: recorded if no other source has the chunk either.
             rows[c.name] = _row(result, size, f"preprocessed:{pre}")
-        else:
-            todo.append(c)
+        todo.append(c)
     if todo:
         video, source, reason = None, "", ""
         if sources.raw_videos is not None:
@@ -283,7 +287,8 @@ def prepare_video(
             result = (downloader or download_video)(youtube_id, sources.download)
             video, reason = result.path, result.reason
             source = f"download:{url}"
-            if video is None:
+            if video is None and TRANSIENT_MARK not in reason:
+                # Permanent failure: drop partial files; a transient one keeps them to resume.
                 remove_partial(sources.download.out_dir, youtube_id)
         elif video is None:
             reason = (f"not in the preprocessed folder, no raw video {youtube_id}.* in "
@@ -298,10 +303,11 @@ def prepare_video(
         else:
             for c in todo:
                 done = chunk_dir(root, c)
-                # A chunk finished by an earlier, interrupted run stays available.
-                rows[c.name] = (_row(ChunkResult(c, "ok", len(list(done.glob("*.png")))), size, "resumed")
-                                if done.is_dir() else
-                                _row(ChunkResult(c, "missing", 0, reason), size, source))
+                if done.is_dir():  # finished by an earlier, interrupted run: still available
+                    rows[c.name] = _row(ChunkResult(c, "ok", len(list(done.glob("*.png")))),
+                                        size, "resumed")
+                elif c.name not in rows:  # else keep the broken preprocessed copy's record
+                    rows[c.name] = _row(ChunkResult(c, "missing", 0, reason), size, source)
     out = status_path(root, youtube_id)
     with atomic_path(out) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=STATUS_COLUMNS)
@@ -309,9 +315,6 @@ def prepare_video(
         for c in chunks:
             writer.writerow(rows[c.name])
     return out
-
-
-TRANSIENT_MARK = "retry later"
 
 
 def is_transient(path: Path) -> bool:

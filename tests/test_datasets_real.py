@@ -251,6 +251,22 @@ def test_preprocessed_folder_is_the_first_source(world, tmp_path):
     assert (root / "train" / row["video"] / "0000003.png").read_bytes() == src.read_bytes()
 
 
+def test_broken_preprocessed_copy_falls_back_to_the_next_source(world, tmp_path):
+    name = "vidA#000005#000015"
+    pre = tmp_path / "pre" / "train" / name
+    shutil.copytree(world["root"] / "train" / name, pre)
+    (pre / "0000004.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    meta = tmp_path / "m.csv"
+    meta.write_text(HEADER + chunk_row("vidA", 5, 15, (40, 20, 136, 116)))
+    base = {"metadata": str(meta), "preprocessed": str(tmp_path / "pre"), "download": False,
+            "size": OUT, "progress": False}
+    alone = read_manifest(prepare_dataset("taichi", base, tmp_path / "a")).iloc[0]
+    assert alone["status"] == "corrupt" and alone["source"].startswith("preprocessed:")
+    raw = dict(base, raw_videos=str(world["base"] / "raw"))
+    row = read_manifest(prepare_dataset("taichi", raw, tmp_path / "b")).iloc[0]
+    assert (row["status"], row["frames"]) == ("ok", 10) and row["source"].startswith("raw:")
+
+
 def test_no_source_and_no_download_is_recorded_missing(tmp_path):
     meta = tmp_path / "m.csv"
     meta.write_text(HEADER + chunk_row("gone", 0, 5, (0, 0, 8, 8), partition="test"))

@@ -9,9 +9,9 @@ one frame, never a video. Rules (from the public video-preprocessing protocol):
   metadata's ``meta_fps``), i.e. the chunk's time interval, whatever the downloaded frame rate;
 - the bbox is given in the metadata's ``width x height`` and is scaled to the decoded
   resolution (``x * decoded_width // width``), then clipped to the frame;
-- the crop is resized to the dataset size with PIL's bilinear filter, which widens its support
-  when shrinking and so is anti-aliased (the reference used scikit-image with a Gaussian
-  pre-filter; both low-pass before resampling).
+- the crop is resized to the dataset size with anti-aliasing: by default with scikit-image's
+  ``resize(anti_aliasing=True)`` + ``img_as_ubyte`` as the reference did, optionally with PIL's
+  bilinear filter (:func:`resize_frame`).
 
 Each chunk is written into a hidden temporary folder and renamed into place when complete, so
 an interrupted run leaves either a finished chunk or nothing that a later run would trust.
@@ -82,14 +82,37 @@ def expected_frames(chunk: Chunk, fps: float) -> int:
     return last - first
 
 
-def crop_resize(frame: np.ndarray, box: tuple[int, int, int, int], size: tuple[int, int]) -> np.ndarray:
+RESIZE_METHODS = ("reference", "pil")
+
+
+def resize_frame(frame: np.ndarray, size: tuple[int, int], method: str = "reference") -> np.ndarray:
+    """Resize an RGB uint8 frame to ``size`` (H, W) with anti-aliasing.
+
+    ``reference``: scikit-image's ``resize(..., anti_aliasing=True)`` (Gaussian pre-filter,
+    bilinear) and ``img_as_ubyte``, the calls the reference preparation made, so frames match
+    preprocessed copies others hold. ``pil``: PIL's bilinear filter, whose support widens when
+    shrinking (also anti-aliased; faster, not identical).
+    """
+    h, w = size
+    if frame.shape[:2] == (h, w):
+        return frame
+    if method == "reference":
+        from skimage import img_as_ubyte
+        from skimage.transform import resize
+
+        return img_as_ubyte(resize(frame, (h, w), anti_aliasing=True))
+    if method == "pil":
+        return np.asarray(Image.fromarray(frame).resize((w, h), Image.Resampling.BILINEAR))
+    raise ValueError(f"resize method {method!r} is not one of {list(RESIZE_METHODS)}")
+
+
+def crop_resize(
+    frame: np.ndarray, box: tuple[int, int, int, int], size: tuple[int, int],
+    method: str = "reference",
+) -> np.ndarray:
     """Crop ``frame`` to ``box`` (left, top, right, bottom) and resize to ``size`` (H, W)."""
     left, top, right, bottom = box
-    crop = Image.fromarray(frame[top:bottom, left:right])
-    h, w = size
-    if crop.size != (w, h):
-        crop = crop.resize((w, h), Image.Resampling.BILINEAR)
-    return np.asarray(crop)
+    return resize_frame(np.ascontiguousarray(frame[top:bottom, left:right]), size, method)
 
 
 def probe_video(path: str | os.PathLike) -> dict:
@@ -149,6 +172,7 @@ def cut_chunks(
     size: tuple[int, int],
     progress: bool = False,
     compress_level: int = 1,
+    resize: str = "reference",
 ) -> list[ChunkResult]:
     """Write every chunk of ``chunks`` (all cut from ``video``) under ``root/{train,test}/``.
 
@@ -189,7 +213,7 @@ def cut_chunks(
                     box = boxes[c.name]
                     if box[2] <= box[0] or box[3] <= box[1]:
                         continue
-                    out = crop_resize(frame, box, size)
+                    out = crop_resize(frame, box, size, resize)
                     Image.fromarray(out).save(tmp_dirs[c.name] / frame_name(counts[c.name]),
                                               format="PNG", compress_level=compress_level)
                     counts[c.name] += 1

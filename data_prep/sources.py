@@ -18,12 +18,18 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
 from data_prep.download import VIDEO_EXTENSIONS, DownloadOptions
 from data_prep.metadata import Chunk
-from data_prep.preprocess import ChunkResult, DecodeError, chunk_dir, clear_stale, iter_frames
+from data_prep.preprocess import (
+    ChunkResult,
+    DecodeError,
+    chunk_dir,
+    clear_stale,
+    iter_frames,
+    resize_frame,
+)
 from data_prep.video import VideoError, frame_name, list_frames, read_frame
 
 
@@ -54,15 +60,9 @@ def find_raw_video(folder: Path, youtube_id: str) -> Path | None:
     return None
 
 
-def _resize(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    h, w = size
-    if frame.shape[:2] == (h, w):
-        return frame
-    return np.asarray(Image.fromarray(frame).resize((w, h), Image.Resampling.BILINEAR))
-
-
 def import_preprocessed(
-    src: Path, chunk: Chunk, root: Path, size: tuple[int, int], compress_level: int = 1
+    src: Path, chunk: Chunk, root: Path, size: tuple[int, int], compress_level: int = 1,
+    resize: str = "reference",
 ) -> ChunkResult:
     """Copy a preprocessed chunk into ``root`` (atomically), checking every frame decodes.
 
@@ -81,12 +81,12 @@ def import_preprocessed(
                 if frame.shape[:2] == tuple(size):
                     shutil.copyfile(path, tmp / frame_name(i))
                 else:
-                    Image.fromarray(_resize(frame, size)).save(
+                    Image.fromarray(resize_frame(frame, size, resize)).save(
                         tmp / frame_name(i), format="PNG", compress_level=compress_level)
                 count += 1
         else:
             for i, (_, frame) in enumerate(iter_frames(src)):
-                Image.fromarray(_resize(frame, size)).save(
+                Image.fromarray(resize_frame(frame, size, resize)).save(
                     tmp / frame_name(i), format="PNG", compress_level=compress_level)
                 count += 1
         if count == 0:

@@ -42,7 +42,7 @@ from data_prep.metadata import (
     write_bad_rows,
     write_chunks,
 )
-from data_prep.preprocess import ChunkResult, chunk_dir, cut_chunks
+from data_prep.preprocess import RESIZE_METHODS, ChunkResult, chunk_dir, cut_chunks
 from data_prep.sources import VideoSources, find_preprocessed, find_raw_video, import_preprocessed
 
 CHUNKS_NAME = "chunks.csv"
@@ -106,12 +106,13 @@ class VideoParams:
     downloads_dir: Path = Path("resources/downloads")
     keep_downloads: bool = False
     size: tuple[int, int] | None = None
+    resize: str = "reference"
     workers: int = 1
     progress: bool = True
 
     KEYS = ("metadata", "metadata_url", "metadata_sha256", "metadata_dir", "preprocessed",
-            "raw_videos", "download", "downloads_dir", "keep_downloads", "size", "workers",
-            "progress")
+            "raw_videos", "download", "downloads_dir", "keep_downloads", "size", "resize",
+            "workers", "progress")
 
     @classmethod
     def from_dict(cls, params: dict) -> VideoParams:
@@ -128,6 +129,9 @@ class VideoParams:
             size = (int(size), int(size)) if isinstance(size, int) else tuple(int(s) for s in size)
             if len(size) != 2 or min(size) <= 0:
                 raise ValueError(f"dataset params: size {params['size']!r} must be N or [H, W]")
+        resize = params.get("resize", "reference")
+        if resize not in RESIZE_METHODS:
+            raise ValueError(f"dataset params: resize {resize!r} is not one of {list(RESIZE_METHODS)}")
         for key in ("preprocessed", "raw_videos", "metadata"):
             value = params.get(key)
             if value is not None and not Path(value).exists():
@@ -148,6 +152,7 @@ class VideoParams:
             downloads_dir=path("downloads_dir", cls.downloads_dir),
             keep_downloads=bool(params.get("keep_downloads", False)),
             size=size,
+            resize=resize,
             workers=int(params.get("workers", 1)),
             progress=bool(params.get("progress", True)),
         )
@@ -266,7 +271,7 @@ def prepare_video(
             if chunk_dir(root, c).is_dir():
                 result = ChunkResult(c, "ok", len(list(chunk_dir(root, c).glob("*.png"))))
             else:
-                result = import_preprocessed(pre, c, root, size)
+                result = import_preprocessed(pre, c, root, size, resize=params.resize)
             if result.status == "ok":
                 rows[c.name] = _row(result, size, f"preprocessed:{pre}")
                 continue
@@ -294,7 +299,8 @@ def prepare_video(
             reason = (f"not in the preprocessed folder, no raw video {youtube_id}.* in "
                       f"{sources.raw_videos}, and downloading is off")
         if video is not None or source == "resumed":
-            results = cut_chunks(video, todo, root, size, progress=params.progress) if video \
+            results = cut_chunks(video, todo, root, size, progress=params.progress,
+                                 resize=params.resize) if video \
                 else [ChunkResult(c, "ok", len(list(chunk_dir(root, c).glob("*.png")))) for c in todo]
             for r in results:
                 rows[r.chunk.name] = _row(r, size, source)

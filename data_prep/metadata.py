@@ -63,6 +63,11 @@ class Chunk:
         return f"{prefix}{video}#{self.start:06d}#{self.end:06d}"
 
     @property
+    def key(self) -> tuple[str, str]:
+        """Identity on disk: the same name may be in both partitions (VoxCeleb has 3 such)."""
+        return (self.partition, self.name)
+
+    @property
     def bbox(self) -> tuple[int, int, int, int]:
         return (self.left, self.top, self.right, self.bottom)
 

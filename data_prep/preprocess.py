@@ -182,19 +182,19 @@ def cut_chunks(
     """
     root = Path(root)
     todo = [c for c in chunks if not chunk_dir(root, c).is_dir()]
-    results = {c.name: ChunkResult(c, "ok", _count(chunk_dir(root, c))) for c in chunks
+    results = {c.key: ChunkResult(c, "ok", _count(chunk_dir(root, c))) for c in chunks
                if c not in todo}
     if not todo:
-        return [results[c.name] for c in chunks]
+        return [results[c.key] for c in chunks]
     tmp_dirs: dict[str, Path] = {}
-    counts = dict.fromkeys((c.name for c in todo), 0)
+    counts = dict.fromkeys((c.key for c in todo), 0)
     last_end = max(c.end / c.fps for c in todo)  # seconds: stop decoding after the last chunk
     try:
         for c in todo:
             clear_stale(root, c)
             parent = root / c.partition
             parent.mkdir(parents=True, exist_ok=True)
-            tmp_dirs[c.name] = Path(tempfile.mkdtemp(dir=parent, prefix=f".{c.name}.", suffix=".tmp"))
+            tmp_dirs[c.key] = Path(tempfile.mkdtemp(dir=parent, prefix=f".{c.name}.", suffix=".tmp"))
         boxes: dict[str, tuple[int, int, int, int]] = {}
         fps = None
         decoded = 0
@@ -208,45 +208,45 @@ def cut_chunks(
                 for c in todo:
                     if not in_chunk(index, fps, c):
                         continue
-                    if c.name not in boxes:
-                        boxes[c.name] = scale_bbox(c, frame.shape[:2])
-                    box = boxes[c.name]
+                    if c.key not in boxes:
+                        boxes[c.key] = scale_bbox(c, frame.shape[:2])
+                    box = boxes[c.key]
                     if box[2] <= box[0] or box[3] <= box[1]:
                         continue
                     out = crop_resize(frame, box, size, resize)
-                    Image.fromarray(out).save(tmp_dirs[c.name] / frame_name(counts[c.name]),
+                    Image.fromarray(out).save(tmp_dirs[c.key] / frame_name(counts[c.key]),
                                               format="PNG", compress_level=compress_level)
-                    counts[c.name] += 1
+                    counts[c.key] += 1
         except DecodeError as exc:
             for c in todo:
-                results[c.name] = ChunkResult(c, "corrupt", 0, str(exc))
-            return [results[c.name] for c in chunks]
+                results[c.key] = ChunkResult(c, "corrupt", 0, str(exc))
+            return [results[c.key] for c in chunks]
         finally:
             bar.close()
         if fps is None:
             for c in todo:
-                results[c.name] = ChunkResult(c, "corrupt", 0, f"{video} has no frames")
-            return [results[c.name] for c in chunks]
+                results[c.key] = ChunkResult(c, "corrupt", 0, f"{video} has no frames")
+            return [results[c.key] for c in chunks]
         for c in todo:
-            box = boxes.get(c.name)
+            box = boxes.get(c.key)
             if box is not None and (box[2] <= box[0] or box[3] <= box[1]):
-                results[c.name] = ChunkResult(c, "corrupt", 0, f"bbox {c.bbox} is empty at the decoded size")
+                results[c.key] = ChunkResult(c, "corrupt", 0, f"bbox {c.bbox} is empty at the decoded size")
                 continue
-            if counts[c.name] == 0:
-                results[c.name] = ChunkResult(
+            if counts[c.key] == 0:
+                results[c.key] = ChunkResult(
                     c, "missing", 0,
                     f"the video ends (frame {decoded} at {fps:g} fps) before the chunk starts")
                 continue
-            os.chmod(tmp_dirs[c.name], 0o755)
-            os.replace(tmp_dirs[c.name], chunk_dir(root, c))
+            os.chmod(tmp_dirs[c.key], 0o755)
+            os.replace(tmp_dirs[c.key], chunk_dir(root, c))
             want = expected_frames(c, fps)
-            reason = "" if counts[c.name] >= want else f"short: {counts[c.name]} of {want} frames (video ends)"
-            results[c.name] = ChunkResult(c, "ok", counts[c.name], reason)
+            reason = "" if counts[c.key] >= want else f"short: {counts[c.key]} of {want} frames (video ends)"
+            results[c.key] = ChunkResult(c, "ok", counts[c.key], reason)
     finally:
         for tmp in tmp_dirs.values():
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
-    return [results[c.name] for c in chunks]
+    return [results[c.key] for c in chunks]
 
 
 def _count(folder: Path) -> int:

@@ -263,7 +263,7 @@ def prepare_video(
             raise MetadataError(f"{root / CHUNKS_NAME} has no chunk of video {youtube_id!r}")
     size = params.frame_size(spec)
     sources = params.sources(spec)
-    rows: dict[str, dict[str, str]] = {}
+    rows: dict[tuple[str, str], dict[str, str]] = {}
     todo: list[Chunk] = []
     for c in chunks:
         pre = find_preprocessed(sources.preprocessed, c) if sources.preprocessed else None
@@ -273,10 +273,10 @@ def prepare_video(
             else:
                 result = import_preprocessed(pre, c, root, size, resize=params.resize)
             if result.status == "ok":
-                rows[c.name] = _row(result, size, f"preprocessed:{pre}")
+                rows[c.key] = _row(result, size, f"preprocessed:{pre}")
                 continue
             # A broken preprocessed copy: recorded if no other source has the chunk either.
-            rows[c.name] = _row(result, size, f"preprocessed:{pre}")
+            rows[c.key] = _row(result, size, f"preprocessed:{pre}")
         todo.append(c)
     if todo:
         video, source, reason = None, "", ""
@@ -303,23 +303,23 @@ def prepare_video(
                                  resize=params.resize) if video \
                 else [ChunkResult(c, "ok", len(list(chunk_dir(root, c).glob("*.png")))) for c in todo]
             for r in results:
-                rows[r.chunk.name] = _row(r, size, source)
+                rows[r.chunk.key] = _row(r, size, source)
             if video is not None and source.startswith("download:") and not params.keep_downloads:
                 os.remove(video)
         else:
             for c in todo:
                 done = chunk_dir(root, c)
                 if done.is_dir():  # finished by an earlier, interrupted run: still available
-                    rows[c.name] = _row(ChunkResult(c, "ok", len(list(done.glob("*.png")))),
+                    rows[c.key] = _row(ChunkResult(c, "ok", len(list(done.glob("*.png")))),
                                         size, "resumed")
-                elif c.name not in rows:  # else keep the broken preprocessed copy's record
-                    rows[c.name] = _row(ChunkResult(c, "missing", 0, reason), size, source)
+                elif c.key not in rows:  # else keep the broken preprocessed copy's record
+                    rows[c.key] = _row(ChunkResult(c, "missing", 0, reason), size, source)
     out = status_path(root, youtube_id)
     with atomic_path(out) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=STATUS_COLUMNS)
         writer.writeheader()
         for c in chunks:
-            writer.writerow(rows[c.name])
+            writer.writerow(rows[c.key])
     return out
 
 

@@ -267,6 +267,23 @@ def test_broken_preprocessed_copy_falls_back_to_the_next_source(world, tmp_path)
     assert (row["status"], row["frames"]) == ("ok", 10) and row["source"].startswith("raw:")
 
 
+def test_chunk_in_both_partitions_is_written_to_both(world, tmp_path):
+    """VoxCeleb's table lists 3 chunks in train and test; the reference writes both copies."""
+    meta = tmp_path / "m.csv"
+    meta.write_text(HEADER + chunk_row("vidA", 5, 15, (40, 20, 136, 116))
+                    + chunk_row("vidA", 5, 15, (40, 20, 136, 116), partition="test"))
+    root = prepare_dataset("taichi", {"metadata": str(meta), "raw_videos": str(world["base"] / "raw"),
+                                      "download": False, "size": OUT, "progress": False},
+                           tmp_path / "out")
+    df = read_manifest(root)
+    assert sorted(df["split"]) == ["test", "train"] and set(df["video"]) == {"vidA#000005#000015"}
+    assert (df["frames"] == 10).all()
+    assert np.array_equal(read_video(root / "train" / df["video"][0]),
+                          read_video(root / "test" / df["video"][0]))
+    remarks = read_metadata(meta)[1]
+    assert [r.severity for r in remarks] == ["warning"] and "also in the train" in remarks[0].reason
+
+
 def test_no_source_and_no_download_is_recorded_missing(tmp_path):
     meta = tmp_path / "m.csv"
     meta.write_text(HEADER + chunk_row("gone", 0, 5, (0, 0, 8, 8), partition="test"))

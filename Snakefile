@@ -27,4 +27,5 @@ include: "workflow/rules/report.smk"
 rule all:
     input:
         "reports/table1.html",
+        "reports/index.html",
     default_target: True

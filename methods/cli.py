@@ -124,15 +124,42 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     print(f"{len(table)} frames measured into {args.out}")
 
 
-def cmd_report(args: argparse.Namespace) -> None:
+def cmd_baseline(args: argparse.Namespace) -> None:
+    if args.kind == "update":
+        from reports.regression import baseline_path, collect, load_workflow_config, write_baseline
+
+        config = load_workflow_config([Path(p) for p in args.config], REPO)
+        out = Path(args.out) if args.out else baseline_path(config, REPO)
+        table = collect(config, Path(args.root))
+        print(f"baseline of {len(table)} metric means written to {_display_path(str(write_baseline(table, out)))}")
+        return
+
+
+def cmd_report(args: argparse.Namespace) -> int:
     from reports.table1 import render_table1
 
-    if args.table != "table1":
-        raise ValueError(f"unknown report {args.table!r}; available: table1")
+    if args.table not in ("table1", "regression", "index"):
+        raise ValueError(f"unknown report {args.table!r}; available: table1, regression, index")
     if args.config_json is not None:
         config, name = args.config_json, args.config_name or "config passed as JSON"
+    elif args.table != "table1":
+        from reports.regression import load_workflow_config
+
+        config, name = load_workflow_config([Path(args.config)], REPO), args.config
     else:
         config, name = _load_workflow_config(args.config), args.config
+    if args.table == "regression":
+        from reports.regression import render_regression, summary_line
+
+        out, comparison = render_regression(config, Path(args.out), REPO, Path(args.root), config_name=name)
+        print(f"{summary_line(comparison)}; page written to {out}")
+        # Non-zero exit when a metric regressed: CI and `snakemake reports/regression.html` fail.
+        return 1 if comparison["regressed"].any() else 0
+    if args.table == "index":
+        from reports.index import render_index
+
+        print(f"report written to {render_index(config, Path(args.out), REPO, Path(args.root), config_name=name)}")
+        return 0
     out = render_table1(config, Path(args.out), REPO, config_name=name)
     print(f"report written to {out}")
 
@@ -233,8 +260,21 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     p.set_defaults(func=cmd_evaluate)
 
+    p = sub.add_parser(
+        "baseline",
+        help="no-motion: write the no-motion reconstruction (frame 0 everywhere); "
+        "update: store this run's metric means as the regression baseline",
+    )
+    p.add_argument("kind", choices=["update"])
+    p.add_argument("--out", default=None, help="no-motion: {results}/{dataset}/no-motion/reconstruction; "
+                   "update: default workflow/baselines/{regression.baseline}.csv")
+    p.add_argument("--config", nargs="*", default=[], help="update: workflow config files merged over default.yaml")
+    p.add_argument("--root", default=".", help="update: the folder the workflow ran in")
+    p.set_defaults(func=cmd_baseline)
+
     p = sub.add_parser("report", help="render an HTML report")
-    p.add_argument("table", help="table1")
+    p.add_argument("table", help="table1, regression (exits 1 when a metric regressed) or index")
+    p.add_argument("--root", default=".", help="regression, index: the folder the workflow ran in")
     p.add_argument("--config", default=str(REPO / "workflow/config/default.yaml"), help="workflow config YAML")
     p.add_argument("--config-json", type=_json, default=None, help="the workflow config as JSON (Snakemake passes it)")
     p.add_argument("--config-name", default=None, help="config file names shown in the report")
@@ -253,12 +293,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        args.func(args)
+        status = args.func(args)
     except (FileNotFoundError, ValueError, KeyError) as err:
         # Known failure modes (missing file, bad config, corrupt input) end with one clear line.
         print(f"animbench {args.command}: error: {err}", file=sys.stderr)
         return 1
-    return 0
+    return int(status or 0)
 
 
 if __name__ == "__main__":

@@ -212,3 +212,16 @@ def table1_metrics():
         dataset=config["table1"]["datasets"],
         run=config["table1"]["runs"],
     )
+
+
+def regression_metrics():
+    section = config.get("regression") or {}
+    return expand(
+        f"{RESULTS_DIR}/{{dataset}}/{{run}}/metrics.csv",
+        dataset=section.get("datasets", config["table1"]["datasets"]),
+        run=section.get("runs", config["table1"]["runs"]),
+    )
+
+
+def regression_baseline():
+    return str(REPO / "workflow/baselines" / f"{(config.get('regression') or {}).get('baseline', 'default')}.csv")

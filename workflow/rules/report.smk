@@ -19,3 +19,62 @@ rule table1:
     shell:
         ROTATE_LOG
         + "animbench report table1 --config-json {params.config:q} --config-name {params.config_name:q} --out {output.html} > {log} 2>&1"
+
+
+# Fails (non-zero exit) when a metric regressed. Snakemake deletes a failed job's outputs, so the
+# page is also copied to the rule's log: the error message names logs/report/regression.html.
+rule regression:
+    input:
+        metrics=regression_metrics(),
+        code=step_sources("reports.regression"),
+    output:
+        html="reports/regression.html",
+    params:
+        config=json.dumps(config),
+        config_name=", ".join(str(Path(f).name) for f in workflow.configfiles),
+        # Not an input: a missing baseline is reported by the command, with how to write one.
+        baseline=regression_baseline(),
+    conda:
+        "../../environment.yml"
+    log:
+        text="logs/report/regression.log",
+        page="logs/report/regression.html",
+    threads: 1
+    resources:
+        mem_mb=2000,
+    shell:
+        "status=0; animbench report regression --config-json {params.config:q} "
+        "--config-name {params.config_name:q} --out {output.html} > {log.text} 2>&1 || status=$?; "
+        "if [ -e {output.html} ]; then cp -f {output.html} {log.page}; fi; "
+        "cat {log.text}; exit $status"
+
+
+rule index:
+    input:
+        table1="reports/table1.html",
+        runs=expand(
+            f"{RESULTS_DIR}/{{dataset}}/{{run}}/run.json",
+            dataset=config["table1"]["datasets"],
+            run=config["table1"]["runs"],
+        ),
+        code=step_sources("reports.index"),
+    output:
+        html="reports/index.html",
+        curves=expand(
+            "reports/curves/{dataset}/{run}.png",
+            dataset=config["table1"]["datasets"],
+            run=config["table1"]["runs"],
+        ),
+    params:
+        config=json.dumps(config),
+        config_name=", ".join(str(Path(f).name) for f in workflow.configfiles),
+    conda:
+        "../../environment.yml"
+    log:
+        "logs/report/index.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+    shell:
+        ROTATE_LOG
+        + "animbench report index --config-json {params.config:q} --config-name {params.config_name:q} --out {output.html} > {log} 2>&1"

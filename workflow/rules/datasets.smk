@@ -29,7 +29,7 @@ rule fetch_metadata:
 checkpoint video_chunks:
     input:
         metadata=video_metadata,
-        code=package_sources("data_prep"),
+        code=step_sources("data_prep.cli"),
     output:
         chunks=f"{DATASETS_DIR}/{{dataset}}/chunks.csv",
     wildcard_constraints:
@@ -81,7 +81,7 @@ rule assemble_video_dataset:
     input:
         status=video_status_files,
         chunks=f"{DATASETS_DIR}/{{dataset}}/chunks.csv",
-        code=package_sources("data_prep"),
+        code=step_sources("data_prep.cli"),
     output:
         manifest=f"{DATASETS_DIR}/{{dataset}}/manifest.csv",
         availability=f"{DATASETS_DIR}/{{dataset}}/availability.csv",

@@ -9,7 +9,9 @@ the same function. animbench adds an ``animbench`` entry with the method config 
 from __future__ import annotations
 
 import logging
-import zipfile
+import errno
+import io
+import os
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +28,47 @@ class CheckpointError(ValueError):
 _log = logging.getLogger(__name__)
 
 
+def serialize(payload: dict[str, Any]) -> bytes:
+    """``payload`` as ``torch.save`` bytes, identical for identical payloads.
+
+    Saving by path would name the zip's inner folder after the (random) temporary file, so two
+    saves of the same weights would differ; a buffer always uses the same inner name.
+    """
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    return buffer.getvalue()
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    with open(path, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
 def save(path: str | Path, payload: dict[str, Any]) -> None:
-    """Write ``payload`` with ``torch.save`` atomically: a crash never leaves half a file."""
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    """Write ``payload`` atomically (a crash never leaves half a file) and byte-reproducibly.
+
+    A full disk or another OS failure raises :class:`CheckpointError` naming ``path``.
+    """
+    path = Path(path)
+    data = serialize(payload)
+    try:
+        with atomic_path(path) as tmp:
+            _write_bytes(tmp, data)
+    except OSError as err:
+        if err.errno == errno.ENOSPC:
+            raise CheckpointError(
+                f"cannot write checkpoint {path}: disk full ({len(data) / 2**20:.1f} MiB needed); "
+                "free space on that disk and re-run"
+            ) from err
+        raise CheckpointError(f"cannot write checkpoint {path}: {err.strerror or err}") from err
+
+
+def stale_temporaries(folder: str | Path) -> list[Path]:
+    """Hidden ``.<name>.*.tmp`` files :func:`data_prep.io.atomic_path` left in ``folder`` when a
+    process was killed mid-write (they are never renamed into place)."""
+    return sorted(p for p in Path(folder).glob(".*.tmp") if p.is_file())
 
 
 def read(path: str | Path) -> dict[str, Any]:
@@ -40,10 +79,11 @@ def read(path: str | Path) -> dict[str, Any]:
     try:
         # weights_only=False: our checkpoints hold plain config dicts and RNG states.
         payload = torch.load(path, map_location="cpu", weights_only=False)
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
+    except Exception as err:  # noqa: BLE001 - any failure to unpickle means "not a checkpoint"
+        detail = str(err).strip().splitlines()[0] if str(err).strip() else ""
         raise CheckpointError(
-            f"checkpoint {path} is truncated or corrupt ({type(err).__name__}: {err}); "
-            "delete it and re-run training"
+            f"checkpoint {path} is truncated or corrupt ({type(err).__name__}: {detail[:200]}); "
+            "delete it and re-run training, or pass the right file"
         ) from err
     if not isinstance(payload, dict):
         raise CheckpointError(f"checkpoint {path} does not hold a dict of state_dicts")

@@ -71,12 +71,15 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
     _threads(args.threads)
     # Released reference checkpoints carry no config: --method-config names the matching one.
     config = load_method_config(args.method_config) if args.method_config else None
+    from methods.devices import resolve_device
+
+    device = resolve_device(args.device)
     model, payload = load_model(args.checkpoint, config)
     config = config or payload["animbench"]["config"]
     height, width = config["dataset_params"]["frame_shape"][:2]
     index = reconstruct_dataset(
-        model, Path(args.checkpoint), Path(args.dataset), Path(args.out), (height, width),
-        batch_size=args.batch_size, progress=not args.no_progress,
+        model.to(device), Path(args.checkpoint), Path(args.dataset), Path(args.out), (height, width),
+        batch_size=args.batch_size, progress=not args.no_progress, device=device,
     )
     print(f"reconstructions indexed in {index}")
 
@@ -214,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True, help="prepared dataset folder")
     p.add_argument("--out", required=True, help="run folder: checkpoint.pt, train_log.csv, run.json")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N")
     p.add_argument("--weights-dir", default="resources/weights", help="pretrained weights folder")
     common(p, threads=True)
     p.set_defaults(func=cmd_train)
@@ -225,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True)
     p.add_argument("--out", required=True, help="folder of stacked PNGs + index.csv")
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N")
     common(p, threads=True)
     p.set_defaults(func=cmd_reconstruct)
 
@@ -298,6 +302,14 @@ def main(argv: list[str] | None = None) -> int:
         # Known failure modes (missing file, bad config, corrupt input) end with one clear line.
         print(f"animbench {args.command}: error: {err}", file=sys.stderr)
         return 1
+    except RuntimeError as err:
+        # Failures a user can act on (methods.train.TrainingError: divergence, pre-emption)
+        # carry their exit status; any other RuntimeError is a bug and keeps its traceback.
+        code = getattr(err, "exit_code", None)
+        if code is None:
+            raise
+        print(f"animbench {args.command}: error: {err}", file=sys.stderr)
+        return int(code)
     return int(status or 0)
 
 

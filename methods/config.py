@@ -82,8 +82,16 @@ def load_method_config(
     path = Path(path)
     if not path.is_file():
         raise MethodConfigError(f"method config {path} does not exist")
-    with open(path) as handle:
-        config = yaml.safe_load(handle)
+    try:
+        with open(path) as handle:
+            config = yaml.safe_load(handle)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or type(err).__name__
+        raise MethodConfigError(f"{path}: YAML syntax error{where}: {problem}; fix the file") from err
+    if not isinstance(config, dict):
+        raise MethodConfigError(f"{path}: expected a YAML mapping of sections, got {type(config).__name__}")
     if overrides:
         config = apply_overrides(config, overrides)
     source = f"{path} (with overrides {sorted(overrides)})" if overrides else str(path)

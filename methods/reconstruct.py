@@ -45,12 +45,16 @@ def reconstruct_dataset(
     frame_size: tuple[int, int],
     batch_size: int = 16,
     progress: bool = True,
+    device: torch.device | str | None = None,
 ) -> Path:
     """Reconstruct every available test video into ``out_dir``; return the index CSV path.
 
     The index lists video, frames and file of every reconstruction; it is written last, so its
-    presence means the directory is complete.
+    presence means the directory is complete. Frames go to ``device`` (default: where the
+    model's weights are).
     """
+    if device is None:
+        device = next(model.parameters()).device
     out_dir.mkdir(parents=True, exist_ok=True)
     marker = out_dir / ".checkpoint"
     checkpoint_id = file_sha256(checkpoint)[:16]
@@ -69,7 +73,7 @@ def reconstruct_dataset(
             rows.append({"video": name, "frames": dataset.num_frames(index), "file": path.name})
             continue
         item = dataset[index]
-        prediction = reconstruct_video(model, item["frames"], batch_size=batch_size)
+        prediction = reconstruct_video(model, item["frames"].to(device), batch_size=batch_size)
         write_stacked_png(path, to_uint8(prediction.permute(0, 2, 3, 1).cpu().numpy()))
         rows.append({"video": name, "frames": int(prediction.shape[0]), "file": path.name})
     index_path = out_dir / INDEX_NAME

@@ -1,35 +1,78 @@
 """The one trainer every method uses.
 
 Adam per optimizer group with MultiStepLR milestones as in the reference implementations, a
-per-epoch CSV log, and an atomic resume state written after every epoch. All randomness is
-either keyed by (seed, epoch, index) in the dataset or carried in the resume state, so a run
-killed at any point and restarted ends with the same weights as an uninterrupted run on CPU.
+per-epoch CSV log, and an atomic resume state written after every epoch and, optionally, every
+``train_params.save_state_every_steps`` steps or ``save_state_every_minutes`` minutes. All
+randomness is either keyed by (seed, epoch, index) in the dataset or carried in the resume state
+(with the position inside the epoch), so a run killed at any point and restarted ends with the
+same weights as an uninterrupted run on CPU.
+
+SIGTERM and SIGUSR1 (what SLURM sends before a time limit or pre-emption) make the trainer save
+its state at the end of the current step and stop with :class:`TrainingInterrupted`; rerunning
+the same command continues from there.
+
+Several processes (``torchrun``, see :mod:`methods.distributed`) split every global batch of
+``batch_size`` pairs evenly; rank 0 writes every file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
 from data_prep.io import atomic_path, file_sha256
 from data_prep.loading import AugmentationConfig, FramePairDataset
-from methods import checkpoints
+from methods import checkpoints, distributed
+from methods.devices import describe, resolve_device
 from methods.registry import build_model
 
 log = logging.getLogger(__name__)
 
 STATE_NAME = "train_state.pt"
 LOG_NAME = "train_log.csv"
+CHECKPOINT_NAME = "checkpoint.pt"
+
+#: train_params keys that change how often the state is saved or how data is read, never the
+#: numbers a run produces: a state saved under other values still resumes.
+_RESULT_NEUTRAL_KEYS = ("save_state_every_steps", "save_state_every_minutes", "num_workers")
+
+_AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class TrainingError(RuntimeError):
+    """Training stopped for a reason the user can act on; the message is one line.
+
+    ``exit_code`` is the status ``animbench train`` exits with after printing the message.
+    """
+
+    exit_code = 1
+
+
+class TrainingDiverged(TrainingError):
+    """A loss, weight or buffer became NaN or infinite; the last good state is kept."""
+
+
+class TrainingInterrupted(TrainingError):
+    """A pre-emption signal arrived; the resume state was saved before stopping."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum
+        self.exit_code = 128 + int(signum)  # what a shell reports for a process the signal ended
 
 
 @dataclass(frozen=True)
@@ -39,10 +82,13 @@ class TrainOptions:
     dataset_root: Path
     out_dir: Path
     seed: int = 0
-    device: str = "cpu"
+    #: ``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda`` or ``cuda:N``.
+    device: str = "auto"
     progress: bool = True
     #: Stop after this many epochs in this call (the run stays resumable); for crash tests.
     stop_after_epochs: int | None = None
+    #: Stop after this many optimizer steps in this call, saving the state mid-epoch; for tests.
+    stop_after_steps: int | None = None
     #: Pretrained weights (VGG-19 for the perceptual loss, ...).
     weights_dir: Path = Path("resources/weights")
     #: Where the method config came from, recorded in ``run.json`` for the reports.
@@ -63,9 +109,10 @@ def _code_fingerprint() -> str:
 def run_fingerprint(config: dict[str, Any], options: TrainOptions) -> str:
     """Identity of a run: a resume state from any other run is ignored."""
     manifest = options.dataset_root / "manifest.csv"
+    train_params = {k: v for k, v in config["train_params"].items() if k not in _RESULT_NEUTRAL_KEYS}
     blob = json.dumps(
         {
-            "config": config,
+            "config": {**config, "train_params": train_params},
             "seed": options.seed,
             "manifest": file_sha256(manifest) if manifest.exists() else None,
             "code": _code_fingerprint(),
@@ -86,6 +133,42 @@ def build_dataset(config: dict[str, Any], dataset_root: Path, seed: int) -> Fram
         num_repeats=config["train_params"]["num_repeats"],
         seed=seed,
     )
+
+
+class EpochBatches(Sampler[list[int]]):
+    """The batches of one epoch: a seeded shuffle cut into global batches of ``batch_size``
+    (the incomplete last one dropped), from batch ``start`` on, each cut into ``world_size``
+    equal slices of which this process takes slice ``rank``.
+
+    The order depends only on (seed, epoch), so every process, and a resumed run, sees the same
+    global batches as an uninterrupted single-process run.
+    """
+
+    def __init__(
+        self, size: int, batch_size: int, seed: int, epoch: int, start: int = 0, rank: int = 0, world_size: int = 1
+    ) -> None:
+        if batch_size % world_size:
+            raise ValueError(
+                f"train_params.batch_size {batch_size} is the global batch and must divide evenly "
+                f"over {world_size} processes; change batch_size or the number of processes"
+            )
+        self.size, self.batch_size, self.seed, self.epoch = size, batch_size, seed, epoch
+        self.start, self.rank, self.world_size = start, rank, world_size
+
+    @property
+    def num_batches(self) -> int:
+        return self.size // self.batch_size
+
+    def __len__(self) -> int:
+        return max(self.num_batches - self.start, 0)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(self.size, generator=generator).tolist()
+        share = self.batch_size // self.world_size
+        for b in range(self.start, self.num_batches):
+            batch = order[b * self.batch_size : (b + 1) * self.batch_size]
+            yield batch[self.rank * share : (self.rank + 1) * share]
 
 
 def _build_optimizers(model, train_params: dict[str, Any]):
@@ -109,120 +192,374 @@ def _weights_payload(model, optimizers) -> dict[str, Any]:
     }
 
 
-def _epoch_loader(dataset: FramePairDataset, train_params: dict[str, Any], seed: int, epoch: int) -> DataLoader:
-    dataset.set_epoch(epoch)
-    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    workers = int(train_params.get("num_workers", 0))
-    return DataLoader(
-        dataset,
-        batch_size=train_params["batch_size"],
-        shuffle=True,
-        drop_last=True,
-        num_workers=workers,
-        generator=generator,
-        persistent_workers=False,
-    )
+def _non_finite(model) -> list[str]:
+    """Names of the weights and buffers of the saved sub-networks holding NaN or inf."""
+    bad = []
+    for key in model.checkpoint_keys:
+        for name, tensor in getattr(model, key).state_dict().items():
+            if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                bad.append(f"{key}.{name}")
+    return bad
+
+
+def _rng_state(device: torch.device) -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def remove_stale_temporaries(out_dir: Path) -> list[Path]:
+    """Delete temporary files a killed earlier run left half-written in ``out_dir``."""
+    removed = checkpoints.stale_temporaries(out_dir)
+    for path in removed:
+        path.unlink(missing_ok=True)
+        log.info("removed %s, left by an interrupted write", path)
+    return removed
+
+
+class _StopSignals:
+    """Record SIGTERM/SIGUSR1 instead of dying, so the trainer can save and exit cleanly."""
+
+    SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGUSR1", None)) if s)
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.received = signum
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+@dataclass(frozen=True)
+class _Precision:
+    dtype: torch.dtype | None
+    channels_last: bool
+
+    @classmethod
+    def from_params(cls, train_params: dict[str, Any]) -> _Precision:
+        mode = train_params.get("mixed_precision", "none")
+        if mode not in ("none", *_AMP_DTYPES):
+            raise ValueError(f"train_params.mixed_precision {mode!r}: use none, bf16 or fp16")
+        return cls(_AMP_DTYPES.get(mode), bool(train_params.get("channels_last", False)))
+
+    def autocast(self, device: torch.device):
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=device.type, dtype=self.dtype)
+
+    def images(self, tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+        tensor = tensor.to(device, non_blocking=True)
+        return tensor.contiguous(memory_format=torch.channels_last) if self.channels_last else tensor
 
 
 def train(config: dict[str, Any], options: TrainOptions) -> Path:
     """Train ``config``'s method on ``options.dataset_root``; return the final checkpoint path.
 
-    Writes ``checkpoint.pt`` (reference layout), ``train_log.csv`` and, while running,
-    ``train_state.pt`` (the resume state) into ``options.out_dir``.
+    Writes ``checkpoint.pt`` (reference layout), ``train_log.csv``, ``run.json`` and, while
+    running, ``train_state.pt`` (the resume state) into ``options.out_dir``. Returns the state
+    path instead when ``stop_after_epochs``/``stop_after_steps`` ended the call early. Raises
+    :class:`TrainingDiverged` on non-finite losses or weights and :class:`TrainingInterrupted`
+    after a SIGTERM/SIGUSR1.
     """
-    out_dir = options.out_dir
-    out_dir.mkdir(parents=True, exist_ok=True)
-    train_params = config["train_params"]
-    num_epochs = int(train_params["num_epochs"])
-    fingerprint = run_fingerprint(config, options)
+    ctx = distributed.context_from_env()
+    device = resolve_device(options.device)
+    with distributed.process_group(device, ctx):
+        return _Trainer(config, options, ctx, device).run()
 
-    torch.manual_seed(options.seed)
-    model = build_model(config, weights_dir=options.weights_dir).to(options.device)
-    optimizers, schedulers = _build_optimizers(model, train_params)
-    dataset = build_dataset(config, options.dataset_root, options.seed)
-    if len(dataset) < train_params["batch_size"]:
-        raise ValueError(
-            f"{options.dataset_root}: {len(dataset)} training pairs per epoch is fewer than "
-            f"batch_size {train_params['batch_size']}; raise num_repeats or lower batch_size"
+
+class _Trainer:
+    def __init__(self, config: dict[str, Any], options: TrainOptions, ctx: distributed.Context, device: torch.device) -> None:
+        self.config, self.options, self.ctx, self.device = config, options, ctx, device
+        self.out_dir = options.out_dir
+        self.train_params = train_params = config["train_params"]
+        self.num_epochs = int(train_params["num_epochs"])
+        self.every_steps = int(train_params.get("save_state_every_steps", 0))
+        self.every_seconds = 60.0 * float(train_params.get("save_state_every_minutes", 0))
+        self.precision = _Precision.from_params(train_params)
+        self.fingerprint = run_fingerprint(config, options)
+        self.state_path = self.out_dir / STATE_NAME
+
+        torch.manual_seed(options.seed)
+        model = build_model(config, weights_dir=options.weights_dir)
+        if ctx.enabled and distributed.wants_sync_batchnorm(config):
+            distributed.synchronise_batchnorm(model, device)
+        model = model.to(device)
+        if self.precision.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        self.optimizers, self.schedulers = _build_optimizers(model, train_params)
+        self.scaler = (
+            torch.amp.GradScaler(device.type) if self.precision.dtype == torch.float16 else None
+        )
+        self.dataset = build_dataset(config, options.dataset_root, options.seed)
+        if len(self.dataset) < train_params["batch_size"]:
+            raise ValueError(
+                f"{options.dataset_root}: {len(self.dataset)} training pairs per epoch is fewer than "
+                f"batch_size {train_params['batch_size']}; raise num_repeats or lower batch_size"
+            )
+        # The DDP wrapper only runs the forward pass; hooks and state go through ``model``.
+        self.network = distributed.wrap(model, device, ctx)
+        if ctx.enabled:
+            # Model-side randomness (equivariance warps) must differ between processes.
+            torch.manual_seed(options.seed * 1_000_003 + 7919 * ctx.rank)
+
+        self.epoch, self.step, self.rows = 0, 0, []
+        self.sums: dict[str, float] = {}
+        self.epoch_seconds = 0.0
+
+    # -- resume state ---------------------------------------------------------------------
+    def _resume(self) -> None:
+        if not self.state_path.exists():
+            return
+        state = checkpoints.read(self.state_path)
+        if state.get("fingerprint") != self.fingerprint:
+            if self.ctx.is_main:
+                log.warning(
+                    "ignoring %s: it belongs to another config, seed, dataset or code version",
+                    self.state_path,
+                )
+            return
+        networks = {k: state[k] for k in self.model.checkpoint_keys if k in state}
+        checkpoints.load_model_state(self.model, networks, source=str(self.state_path))
+        for name, opt in self.optimizers.items():
+            opt.load_state_dict(state[f"optimizer_{name}"])
+            self.schedulers[name].load_state_dict(state[f"scheduler_{name}"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        rng = state["rng"]
+        if len(rng) == self.ctx.world_size:
+            _set_rng_state(rng[self.ctx.rank], self.device)
+        else:
+            log.warning(
+                "%s was written by %d processes, this run has %d: model-side random draws will "
+                "not replay exactly", self.state_path, len(rng), self.ctx.world_size,
+            )
+            _set_rng_state(rng[0], self.device)
+        self.epoch, self.step, self.rows = state["epoch"], state["step"], state["log"]
+        self.sums, self.epoch_seconds = dict(state["epoch_sums"]), float(state["epoch_seconds"])
+        if self.ctx.is_main:
+            log.info("resuming %s at epoch %d, step %d", self.out_dir, self.epoch + 1, self.step)
+
+    def _check_finite(self, what: str, epoch: int, step: int) -> None:
+        """Refuse to save NaN/inf weights or buffers (``epoch`` counts from 1)."""
+        bad = _non_finite(self.model)
+        if bad:
+            raise TrainingDiverged(
+                f"training diverged at epoch {epoch}, step {step}: {len(bad)} weight(s)/"
+                f"buffer(s) are NaN or infinite (first: {bad[0]}); not saving {what}, "
+                f"{self._kept()}; lower the learning rates (train_params.lr_*) and re-run"
+            )
+
+    def _kept(self) -> str:
+        if self.state_path.exists():
+            return f"the last good state {self.state_path} is kept"
+        return "no earlier state was saved"
+
+    def _save_state(self, seconds_in_epoch: float) -> None:
+        """Write the resume state atomically (rank 0), after every process checked its weights."""
+        # A finished epoch is stored as (epoch + 1, step 0); the message names the step taken.
+        epoch, step = (self.epoch, self.rows[-1]["steps"]) if self.step == 0 and self.rows else (self.epoch + 1, self.step)
+        self._check_finite(str(self.state_path), epoch, step)
+        rngs = distributed.gather_objects(_rng_state(self.device), self.ctx)
+        if self.ctx.is_main:
+            state = {
+                **_weights_payload(self.model, self.optimizers),
+                **{f"scheduler_{k}": s.state_dict() for k, s in self.schedulers.items()},
+                "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+                "epoch": self.epoch,
+                "step": self.step,
+                "epoch_sums": dict(self.sums),
+                "epoch_seconds": seconds_in_epoch,
+                "rng": rngs,
+                "world_size": self.ctx.world_size,
+                "log": self.rows,
+                "fingerprint": self.fingerprint,
+            }
+            checkpoints.save(self.state_path, state)
+            log.info("state saved at epoch %d, step %d", self.epoch + 1, self.step)
+        distributed.barrier(self.ctx)
+
+    # -- one step ---------------------------------------------------------------------------
+    def _train_step(self, batch: dict[str, Any]) -> dict[str, float]:
+        """Forward, backward and optimizer steps; returns this step's losses averaged over processes."""
+        source = self.precision.images(batch["source"], self.device)
+        driving = self.precision.images(batch["driving"], self.device)
+        with self.precision.autocast(self.device):
+            losses, _ = self.network(source, driving)
+        total = sum(losses.values())
+        names = sorted(losses)
+        values = torch.stack([losses[k].detach().float() for k in names] + [total.detach().float()])
+        values = distributed.all_reduce_sum(values, self.ctx) / self.ctx.world_size
+        if not torch.isfinite(values).all():
+            detail = ", ".join(f"{k}={v:.4g}" for k, v in zip([*names, "total"], values.tolist(), strict=True))
+            raise TrainingDiverged(
+                f"training diverged at epoch {self.epoch + 1}, step {self.step + 1}: non-finite loss "
+                f"({detail}); {self._kept()}; lower the learning rates (train_params.lr_*) and re-run"
+            )
+        if self.scaler is not None:
+            self.scaler.scale(total).backward()
+            for opt in self.optimizers.values():
+                self.scaler.unscale_(opt)
+        else:
+            total.backward()
+        self.model.before_optimizer_step()
+        for opt in self.optimizers.values():
+            if self.scaler is not None:
+                self.scaler.step(opt)
+            else:
+                opt.step()
+            opt.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.update()
+        return dict(zip([*names, "total"], values.tolist(), strict=True))
+
+    def _stop_requested(self, signals: _StopSignals, last_save: float) -> tuple[bool, bool]:
+        """(stop for a signal, save because of the time budget), agreed by every process."""
+        timed = self.every_seconds > 0 and time.monotonic() - last_save >= self.every_seconds
+        flags = torch.tensor([float(signals.received is not None), float(timed)])
+        flags = distributed.all_reduce_sum(flags, self.ctx)
+        return bool(flags[0] > 0), bool(flags[1] > 0)
+
+    # -- the run ----------------------------------------------------------------------------
+    def run(self) -> Path:
+        if self.ctx.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(self.out_dir)
+        distributed.barrier(self.ctx)
+        self._resume()
+        steps_this_call = 0
+        epochs_this_call = 0
+        last_save = time.monotonic()
+        with _StopSignals() as signals:
+            while self.epoch < self.num_epochs:
+                if self.options.stop_after_epochs is not None and epochs_this_call >= self.options.stop_after_epochs:
+                    return self.state_path
+                self.model.train()
+                self.model.set_epoch(self.epoch)
+                self.dataset.set_epoch(self.epoch)
+                sampler = EpochBatches(
+                    len(self.dataset), self.train_params["batch_size"], self.options.seed, self.epoch,
+                    start=self.step, rank=self.ctx.rank, world_size=self.ctx.world_size,
+                )
+                loader = DataLoader(
+                    self.dataset, batch_sampler=sampler,
+                    num_workers=int(self.train_params.get("num_workers", 0)),
+                    # Its own generator: creating the iterator draws a worker seed, which must
+                    # not advance the global RNG the model's random warps draw from.
+                    generator=torch.Generator().manual_seed(self.options.seed * 1_000_003 + self.epoch),
+                )
+                started = time.perf_counter() - self.epoch_seconds
+                bar = tqdm(
+                    loader, desc=f"epoch {self.epoch + 1}/{self.num_epochs}", initial=self.step,
+                    total=sampler.num_batches, disable=not (self.options.progress and self.ctx.is_main),
+                    leave=False,
+                )
+                for batch in bar:
+                    losses = self._train_step(batch)
+                    for key, value in losses.items():
+                        self.sums[key] = self.sums.get(key, 0.0) + value
+                    self.step += 1
+                    steps_this_call += 1
+                    bar.set_postfix(loss=f"{losses['total']:.4f}")
+                    if self.step == sampler.num_batches:
+                        break  # the epoch-end save below covers the last step
+                    stop, timed = self._stop_requested(signals, last_save)
+                    stepped = self.every_steps > 0 and steps_this_call % self.every_steps == 0
+                    limit = self.options.stop_after_steps is not None and steps_this_call >= self.options.stop_after_steps
+                    if stop or timed or stepped or limit:
+                        self._save_state(time.perf_counter() - started)
+                        last_save = time.monotonic()
+                    if stop:
+                        raise self._interrupted(signals)
+                    if limit:
+                        return self.state_path
+                self._end_epoch(time.perf_counter() - started, sampler.num_batches)
+                last_save = time.monotonic()
+                epochs_this_call += 1
+                if self._stop_requested(signals, last_save)[0]:
+                    raise self._interrupted(signals)
+                if self.options.stop_after_steps is not None and steps_this_call >= self.options.stop_after_steps:
+                    return self.state_path
+        return self._finish()
+
+    def _interrupted(self, signals: _StopSignals) -> TrainingInterrupted:
+        signum = signals.received or signal.SIGTERM
+        name = signal.Signals(signum).name
+        return TrainingInterrupted(
+            f"stopped by {name} at epoch {self.epoch + 1}, step {self.step}; resume state saved to "
+            f"{self.state_path}; re-run the same command to continue",
+            signum,
         )
 
-    start_epoch, rows = 0, []
-    state_path = out_dir / STATE_NAME
-    if state_path.exists():
-        state = checkpoints.read(state_path)
-        if state.get("fingerprint") == fingerprint:
-            checkpoints.load_model_state(model, state, source=str(state_path))
-            for name, opt in optimizers.items():
-                opt.load_state_dict(state[f"optimizer_{name}"])
-                schedulers[name].load_state_dict(state[f"scheduler_{name}"])
-            torch.set_rng_state(state["torch_rng"])
-            start_epoch, rows = state["epoch"], state["log"]
-            log.info("resuming %s at epoch %d", out_dir, start_epoch)
-        else:
-            log.warning("ignoring %s: it belongs to another config, seed, dataset or code version", state_path)
-
-    for epoch in range(start_epoch, num_epochs):
-        if options.stop_after_epochs is not None and epoch - start_epoch >= options.stop_after_epochs:
-            return state_path
-        model.train()
-        model.set_epoch(epoch)
-        loader = _epoch_loader(dataset, train_params, options.seed, epoch)
-        sums: dict[str, float] = {}
-        steps, started = 0, time.perf_counter()
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{num_epochs}", disable=not options.progress, leave=False)
-        for batch in bar:
-            source = batch["source"].to(options.device)
-            driving = batch["driving"].to(options.device)
-            losses, _ = model(source, driving)
-            total = sum(losses.values())
-            if not torch.isfinite(total):
-                raise FloatingPointError(f"non-finite loss at epoch {epoch}: { {k: float(v) for k, v in losses.items()} }")
-            total.backward()
-            model.before_optimizer_step()
-            for opt in optimizers.values():
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-            for key, value in losses.items():
-                sums[key] = sums.get(key, 0.0) + value.item()
-            sums["total"] = sums.get("total", 0.0) + total.item()
-            steps += 1
-            bar.set_postfix(loss=f"{total.item():.4f}")
-        for sched in schedulers.values():
+    def _end_epoch(self, seconds: float, steps: int) -> None:
+        for sched in self.schedulers.values():
             sched.step()
-        row = {"epoch": epoch + 1, "steps": steps, "seconds": round(time.perf_counter() - started, 3)}
-        row.update({f"loss_{k}": v / max(steps, 1) for k, v in sums.items()})
-        row.update({f"lr_{k}": opt.param_groups[0]["lr"] for k, opt in optimizers.items()})
-        rows.append(row)
-        state = {
-            **_weights_payload(model, optimizers),
-            **{f"scheduler_{k}": s.state_dict() for k, s in schedulers.items()},
-            "epoch": epoch + 1,
-            "torch_rng": torch.get_rng_state(),
-            "log": rows,
-            "fingerprint": fingerprint,
-        }
-        checkpoints.save(state_path, state)
-        with atomic_path(out_dir / LOG_NAME) as tmp:
-            pd.DataFrame(rows).to_csv(tmp, index=False)
-        log.info("epoch %d/%d: %s", epoch + 1, num_epochs, row)
+        row = {"epoch": self.epoch + 1, "steps": steps, "seconds": round(seconds, 3)}
+        row.update({f"loss_{k}": v / max(steps, 1) for k, v in self.sums.items()})
+        row.update({f"lr_{k}": opt.param_groups[0]["lr"] for k, opt in self.optimizers.items()})
+        self.rows.append(row)
+        self.epoch, self.step, self.sums, self.epoch_seconds = self.epoch + 1, 0, {}, 0.0
+        self._save_state(0.0)
+        if self.ctx.is_main:
+            with atomic_path(self.out_dir / LOG_NAME) as tmp:
+                pd.DataFrame(self.rows).to_csv(tmp, index=False)
+            log.info("epoch %d/%d: %s", row["epoch"], self.num_epochs, row)
 
-    final = {
-        **_weights_payload(model, optimizers),
-        "epoch": num_epochs,
-        "animbench": {"config": config, "seed": options.seed, "fingerprint": fingerprint},
-    }
-    checkpoint_path = out_dir / "checkpoint.pt"
-    checkpoints.save(checkpoint_path, final)
-    info = {
-        "method": config["method"],
-        "method_config": options.config_source,
-        "perceptual_loss": train_params.get("perceptual_loss", "vgg19"),
-        "epochs": num_epochs,
-        "train_seconds": round(sum(r["seconds"] for r in rows), 1),
-        "seed": options.seed,
-        "fingerprint": fingerprint,
-    }
-    with atomic_path(out_dir / "run.json") as tmp:
-        tmp.write_text(json.dumps(info, indent=2))
-    state_path.unlink(missing_ok=True)
-    return checkpoint_path
+    def _finish(self) -> Path:
+        checkpoint_path = self.out_dir / CHECKPOINT_NAME
+        self._check_finite(str(checkpoint_path), self.num_epochs, self.rows[-1]["steps"] if self.rows else 0)
+        if self.ctx.is_main:
+            final = {
+                **_weights_payload(self.model, self.optimizers),
+                "epoch": self.num_epochs,
+                "animbench": {"config": self.config, "seed": self.options.seed, "fingerprint": self.fingerprint},
+            }
+            checkpoints.save(checkpoint_path, final)
+            info = {
+                "method": self.config["method"],
+                "method_config": self.options.config_source,
+                "perceptual_loss": self.train_params.get("perceptual_loss", "vgg19"),
+                "epochs": self.num_epochs,
+                "train_seconds": round(sum(r["seconds"] for r in self.rows), 1),
+                "seed": self.options.seed,
+                "fingerprint": self.fingerprint,
+                "device": describe(self.device),
+                "processes": self.ctx.world_size,
+                "mixed_precision": self.train_params.get("mixed_precision", "none"),
+                "channels_last": self.precision.channels_last,
+            }
+            with atomic_path(self.out_dir / "run.json") as tmp:
+                tmp.write_text(json.dumps(info, indent=2))
+            self.state_path.unlink(missing_ok=True)
+        distributed.barrier(self.ctx)
+        return checkpoint_path
+
+
+__all__ = [
+    "EpochBatches",
+    "TrainOptions",
+    "TrainingDiverged",
+    "TrainingError",
+    "TrainingInterrupted",
+    "build_dataset",
+    "remove_stale_temporaries",
+    "run_fingerprint",
+    "train",
+]

@@ -22,7 +22,13 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from torch.utils.data import Dataset
 
-from data_prep.manifest import available_videos, parse_size, read_manifest
+from data_prep.manifest import (
+    available_videos,
+    check_frame_count,
+    expected_frame_counts,
+    parse_size,
+    read_manifest,
+)
 from data_prep.video import VideoError, list_frames, read_frame, read_video
 
 
@@ -145,6 +151,17 @@ def _resolve_size(root: Path, split: str, frame_size: tuple[int, int] | None) ->
     return frame_size
 
 
+def _list_checked(root: Path, split: str, videos: list[str]) -> list[list[Path]]:
+    """Frame files of every video, checked against the manifest's frame counts."""
+    expected = expected_frame_counts(root, split)
+    listed = []
+    for video in videos:
+        frames = list_frames(root / split / video)
+        check_frame_count(root, split, video, len(frames), expected[video])
+        listed.append(frames)
+    return listed
+
+
 class FramePairDataset(Dataset):
     """Random (source, driving) frame pairs from the videos of one split.
 
@@ -175,7 +192,7 @@ class FramePairDataset(Dataset):
         self.videos = available_videos(self.root, split)
         self.frame_size = _resolve_size(self.root, split, frame_size)
         # Listing once here keeps __getitem__ to two file reads.
-        self.frames = [list_frames(self.root / split / v) for v in self.videos]
+        self.frames = _list_checked(self.root, split, self.videos)
 
     def num_frames(self, video_index: int) -> int:
         """Number of frames of video ``video_index`` (an index into ``videos``)."""
@@ -214,8 +231,8 @@ class VideoDataset(Dataset):
         self.split = split
         self.videos = available_videos(self.root, split)
         self.frame_size = _resolve_size(self.root, split, frame_size)
-        # Cheap: fails at construction on missing or empty folders.
-        self.frames = [list_frames(self.root / split / v) for v in self.videos]
+        # Cheap: fails at construction on missing or empty folders and on lost frames.
+        self.frames = _list_checked(self.root, split, self.videos)
 
     def num_frames(self, index: int) -> int:
         """Number of frames of video ``index`` without decoding it."""

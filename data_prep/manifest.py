@@ -14,6 +14,7 @@ Every dataset folder holds ``manifest.csv`` with one row per video and the colum
 
 from __future__ import annotations
 
+import csv
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -111,11 +112,46 @@ def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
     if not path.is_file():
         raise ManifestError(f"manifest {path} does not exist")
     try:
+        _check_row_lengths(path)
         # Read everything as text: video names like "000123" must not become numbers.
         df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, csv.Error) as exc:
         raise ManifestError(f"manifest {path} cannot be parsed: {exc}") from exc
     return _validate(df, f"manifest {path}")
+
+
+def _check_row_lengths(path: Path) -> None:
+    """Reject a row with too few or too many fields, naming its line (pandas would silently pad
+    a short row with empty values and then complain about an empty status instead)."""
+    with open(path, newline="") as handle:
+        reader = csv.reader(handle)
+        header = next(reader, None)
+        if header is None:
+            return  # empty file: pandas reports it
+        for row in reader:
+            if row and len(row) != len(header):
+                video = f" (video {row[0]!r})" if row[0] else ""
+                raise ManifestError(
+                    f"manifest {path}: line {reader.line_num}{video} has {len(row)} field(s), "
+                    f"expected {len(header)} ({','.join(header)}); fix or remove that row"
+                )
+
+
+def expected_frame_counts(root: str | os.PathLike, split: str) -> dict[str, int]:
+    """Frame count the manifest records for every ``ok`` video of ``split``."""
+    df = read_manifest(Path(root) / MANIFEST_NAME)
+    ok = df[(df["split"] == split) & (df["status"] == "ok")]
+    return dict(zip(ok["video"], (int(n) for n in ok["frames"]), strict=True))
+
+
+def check_frame_count(root: str | os.PathLike, split: str, video: str, found: int, expected: int) -> None:
+    """Raise :class:`ManifestError` when a video folder holds another number of frames than the
+    manifest records (a frame deleted or added after preparation)."""
+    if found != expected:
+        raise ManifestError(
+            f"video {Path(root) / split / video} holds {found} frame(s) but {Path(root) / MANIFEST_NAME} "
+            f"records {expected}; re-run the dataset preparation (animbench prepare) or fix the manifest"
+        )
 
 
 def available_videos(root: str | os.PathLike, split: str) -> list[str]:

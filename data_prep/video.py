@@ -92,20 +92,58 @@ def read_frame(path: str | os.PathLike, expected_size: tuple[int, int] | None = 
     return arr
 
 
+def _odd_frame_out(frames: list[Path]) -> VideoError:
+    """The error for a video whose frames differ in size, blaming the frame(s) that differ from
+    the size most frames have (reading PNG headers only), not whichever came second."""
+    sizes = []
+    for p in frames:
+        with Image.open(p) as img:
+            sizes.append((img.height, img.width))
+    counts: dict[tuple[int, int], int] = {}
+    for size in sizes:
+        counts[size] = counts.get(size, 0) + 1
+    common = max(counts.items(), key=lambda kv: (kv[1], -sizes.index(kv[0])))[0]
+    if counts[common] * 2 <= len(frames):
+        listing = ", ".join(f"{p.name}: {h}x{w}" for p, (h, w) in zip(frames, sizes, strict=True))
+        return VideoError(f"video folder {frames[0].parent} mixes frame sizes (HxW) {listing}")
+    odd = [i for i, size in enumerate(sizes) if size != common]
+    h, w = sizes[odd[0]]
+    return VideoError(
+        f"frame {frames[odd[0]]} is {h}x{w} (HxW); the video's other frames are "
+        f"{common[0]}x{common[1]}" + (f" ({len(odd)} frames differ)" if len(odd) > 1 else "")
+    )
+
+
 def read_video(
-    video_dir: str | os.PathLike, expected_size: tuple[int, int] | None = None
+    video_dir: str | os.PathLike,
+    expected_size: tuple[int, int] | None = None,
+    expected_frames: int | None = None,
 ) -> np.ndarray:
     """Read a whole video folder as a ``(T, H, W, 3)`` uint8 array.
 
-    All frames must share one resolution (``expected_size`` when given, else the first frame's).
+    All frames must share one resolution (``expected_size`` when given, else the one most frames
+    have; the error names the frame that differs). ``expected_frames`` (the manifest's count)
+    makes a lost or extra frame an error instead of a shorter or longer video.
     """
     frames = list_frames(video_dir)
-    first = read_frame(frames[0], expected_size)
+    if expected_frames is not None and len(frames) != expected_frames:
+        raise VideoError(
+            f"video folder {video_dir} holds {len(frames)} frame(s) but the manifest records "
+            f"{expected_frames}; re-run the dataset preparation"
+        )
+    first = read_frame(frames[0], expected_size) if expected_size is not None else _decode_png(frames[0])
     size = first.shape[:2]
     out = np.empty((len(frames), *first.shape), dtype=np.uint8)
     out[0] = first
     for i, p in enumerate(frames[1:], start=1):
-        out[i] = read_frame(p, size)
+        arr = _decode_png(p)
+        if arr.shape[:2] != size:
+            if expected_size is not None:
+                raise VideoError(
+                    f"frame {p} is {arr.shape[0]}x{arr.shape[1]} (HxW); expected {size[0]}x{size[1]}"
+                )
+            raise _odd_frame_out(frames)
+        out[i] = arr
     return out
 
 

@@ -242,3 +242,22 @@ def test_augmentation_config():
         AugmentationConfig.from_dict({"jitter_param": {"brightness": -1}})
     with pytest.raises(ValueError, match="horizontal_flip must be true or false"):
         AugmentationConfig.from_dict({"flip_param": {"horizontal_flip": "yes"}})
+
+
+def test_lost_last_frame_is_named_with_counts(tmp_path):
+    """Deleting a video's last frame after preparation is an error naming video and counts."""
+    _dataset(tmp_path, {"a": ("train", _rand(t=4), "ok"), "b": ("test", _rand(t=5), "ok")})
+    (tmp_path / "test" / "b" / frame_name(4)).unlink()
+    with pytest.raises(ManifestError, match=r"test/b holds 4 frame\(s\) but .*manifest.csv records 5"):
+        VideoDataset(tmp_path, "test")
+    (tmp_path / "train" / "a" / frame_name(3)).unlink()
+    with pytest.raises(ManifestError, match=r"train/a holds 3 frame\(s\)"):
+        FramePairDataset(tmp_path, "train")
+
+
+def test_short_manifest_row_is_named(tmp_path):
+    _dataset(tmp_path, {"a": ("train", _rand(), "ok")})
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text(manifest.read_text() + "b,train,4\n")
+    with pytest.raises(ManifestError, match=r"line 3 \(video 'b'\) has 3 field\(s\), expected 6"):
+        FramePairDataset(tmp_path, "train")

@@ -158,3 +158,31 @@ def test_to_uint8_truncates():
         to_uint8(np.array([np.nan]))
     with pytest.raises(ValueError):
         to_uint8(np.array([1, 2], dtype=np.uint8))
+
+
+def test_wrong_size_first_frame_is_blamed(tmp_path):
+    """Without an expected size the odd frame is the one that differs from most frames,
+    even when it is frame 0 (it used to blame frame 1)."""
+    write_video(tmp_path / "v", _frames(t=4))
+    Image.fromarray(_frames(t=1, h=10)[0]).save(tmp_path / "v" / frame_name(0))
+    with pytest.raises(VideoError, match=r"0000000\.png is 10x6 \(HxW\); the video's other frames are 8x6"):
+        read_video(tmp_path / "v")
+    Image.fromarray(_frames(t=1)[0]).save(tmp_path / "v" / frame_name(0))
+    Image.fromarray(_frames(t=1, w=4)[0]).save(tmp_path / "v" / frame_name(2))
+    with pytest.raises(VideoError, match=r"0000002\.png is 8x4"):
+        read_video(tmp_path / "v")
+
+
+def test_two_frames_of_different_size_name_both(tmp_path):
+    write_video(tmp_path / "v", _frames(t=2))
+    Image.fromarray(_frames(t=1, h=10)[0]).save(tmp_path / "v" / frame_name(1))
+    with pytest.raises(VideoError, match=r"mixes frame sizes .*0000000\.png: 8x6, 0000001\.png: 10x6"):
+        read_video(tmp_path / "v")
+
+
+def test_expected_frame_count(tmp_path):
+    write_video(tmp_path / "v", _frames(t=3))
+    assert read_video(tmp_path / "v", expected_frames=3).shape[0] == 3
+    (tmp_path / "v" / frame_name(2)).unlink()
+    with pytest.raises(VideoError, match=r"holds 2 frame\(s\) but the manifest records 3"):
+        read_video(tmp_path / "v", expected_frames=3)

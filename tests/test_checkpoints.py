@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 
@@ -52,3 +55,44 @@ def test_save_leaves_no_partial_file_on_failure(tmp_path):
     with pytest.raises(RuntimeError):
         checkpoints.save(path, {"x": Unpicklable()})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_same_payload_gives_same_bytes(tiny_fomm_config, tmp_path):
+    """Saving by path used to put the random temporary name inside the zip."""
+    torch.manual_seed(0)
+    payload = {**checkpoints.model_state(build_model(tiny_fomm_config)), "epoch": 1}
+    checkpoints.save(tmp_path / "a.pt", payload)
+    checkpoints.save(tmp_path / "b.pt", payload)
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
+
+
+def test_random_bytes_are_a_one_line_error(tiny_dataset, tmp_path, capsys):
+    from methods.cli import main
+
+    bad = tmp_path / "checkpoint.pt"
+    bad.write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(checkpoints.CheckpointError, match="truncated or corrupt"):
+        checkpoints.read(bad)
+    code = main(["reconstruct", "--checkpoint", str(bad), "--dataset", str(tiny_dataset), "--out", str(tmp_path / "r"), "--device", "cpu"])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1 and str(bad) in err
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_full_disk_names_the_file(tmp_path, monkeypatch):
+    """A write failing with ENOSPC (here: into /dev/full) names the checkpoint and says disk full;
+    the previous file stays and no temporary is left behind."""
+    path = tmp_path / "ckpt.pt"
+    checkpoints.save(path, {"x": torch.zeros(3)})
+    before = path.read_bytes()
+
+    def write_to_full_device(target, data):
+        with open("/dev/full", "wb") as handle:
+            handle.write(data)
+            handle.flush()
+
+    monkeypatch.setattr(checkpoints, "_write_bytes", write_to_full_device)
+    with pytest.raises(checkpoints.CheckpointError, match=rf"cannot write checkpoint {path}: disk full"):
+        checkpoints.save(path, {"x": torch.ones(1000)})
+    assert path.read_bytes() == before
+    assert checkpoints.stale_temporaries(tmp_path) == []

@@ -98,3 +98,36 @@ def test_kill_9_then_rerun_ends_with_same_weights(tiny_dataset, tmp_path):
     a, b = _weights(tmp_path / "full" / "checkpoint.pt"), _weights(tmp_path / "crash" / "checkpoint.pt")
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+def test_yaml_syntax_error_is_one_line(tiny_dataset, tmp_path, capsys):
+    from methods.cli import main
+
+    broken = tmp_path / "broken.yaml"
+    broken.write_text((REPO / "methods/configs/fomm/synthetic.yaml").read_text().replace("num_kp: 10", "num_kp: [10"))
+    code = main(["train", "--method-config", str(broken), "--dataset", str(tiny_dataset), "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1
+    assert str(broken) in err and "YAML syntax error at line" in err
+
+
+def test_resolve_device():
+    from methods.devices import DeviceError, resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(DeviceError, match="unknown device 'gpu0'"):
+        resolve_device("gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(DeviceError, match="CUDA is not available.*--device cpu or auto"):
+            resolve_device("cuda")
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_and_channels_last_train(tiny_dataset, tiny_fomm_config, tmp_path, precision):
+    """The autocast (and, for fp16, GradScaler) path trains to finite weights; run.json says so."""
+    tiny_fomm_config["train_params"].update(mixed_precision=precision, channels_last=True, num_epochs=1)
+    path = train(tiny_fomm_config, TrainOptions(tiny_dataset, tmp_path / "run", device="cpu", progress=False))
+    assert all(torch.isfinite(v).all() for v in _weights(path).values())
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert info["mixed_precision"] == precision and info["channels_last"] is True

@@ -95,7 +95,8 @@ def model_state(model: AnimationModel) -> dict[str, Any]:
 
 
 #: Entries of training bookkeeping that inference ignores quietly (logged at INFO).
-_BOOKKEEPING = ("epoch", "animbench", "torch_rng", "log", "fingerprint")
+_BOOKKEEPING = ("epoch", "animbench", "torch_rng", "rng", "log", "fingerprint", "step", "scaler",
+                "epoch_sums", "epoch_seconds", "world_size")
 
 
 def _state_dict_entry(payload: dict[str, Any], key: str, source: str) -> dict[str, Any]:

@@ -40,6 +40,10 @@ rule reconstruct:
         code=method_sources("methods.reconstruct", "methods.checkpoints", "methods.config"),
     output:
         index=f"{RESULTS_DIR}/{{dataset}}/{{run}}/reconstruction/index.csv",
+    # The no-motion baseline's reconstruction comes from rule baseline_no_motion (evaluate.smk),
+    # so this rule is not a candidate for it (its input functions would reject the run name).
+    wildcard_constraints:
+        run="(?!no-motion/)[^/]+",
     params:
         dataset=lambda wildcards, input: str(Path(input.manifest).parent),
         out=lambda wildcards, output: str(Path(output.index).parent),

@@ -6,10 +6,6 @@
 import json
 
 
-def avd_params(wildcards):
-    return json.dumps(config.get("avd_params", {}))
-
-
 rule train_avd:
     input:
         checkpoint=f"{RESULTS_DIR}/{{dataset}}/{{run}}/checkpoint.pt",
@@ -18,7 +14,7 @@ rule train_avd:
     output:
         checkpoint=f"{RESULTS_DIR}/{{dataset}}/{{run}}/checkpoint_avd.pt",
     params:
-        overrides=avd_params,
+        overrides=lambda wildcards: json.dumps(config.get("avd_params", {})),
         seed=config["seed"],
         dataset=lambda wildcards, input: str(Path(input.manifest).parent),
         device=device,

@@ -80,10 +80,13 @@ def process_group(device: torch.device, ctx: Context) -> Iterator[Context]:
 
 def all_reduce_sum(values: torch.Tensor, ctx: Context) -> torch.Tensor:
     """Sum ``values`` over all processes (returned unchanged for one process)."""
-    if ctx.enabled:
-        values = values.clone()
-        dist.all_reduce(values, op=dist.ReduceOp.SUM)
-    return values
+    if not ctx.enabled:
+        return values
+    # NCCL reduces GPU tensors only; small CPU flags travel through the current GPU.
+    on = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else values.device
+    reduced = values.to(on, copy=True)
+    dist.all_reduce(reduced, op=dist.ReduceOp.SUM)
+    return reduced.to(values.device)
 
 
 def gather_objects(obj: Any, ctx: Context) -> list[Any]:

@@ -360,7 +360,10 @@ class _Trainer:
     def _check_finite(self, what: str, epoch: int, step: int) -> None:
         """Refuse to save NaN/inf weights or buffers (``epoch`` counts from 1)."""
         bad = _non_finite(self.model)
-        if bad:
+        # Every process must agree, or the others would wait for the failed one forever.
+        bad_anywhere = distributed.all_reduce_sum(torch.tensor([float(len(bad))]), self.ctx)
+        if bad_anywhere.item() > 0:
+            bad = bad or ["(on another process)"]
             raise TrainingDiverged(
                 f"training diverged at epoch {epoch}, step {step}: {len(bad)} weight(s)/"
                 f"buffer(s) are NaN or infinite (first: {bad[0]}); not saving {what}, "

@@ -21,6 +21,7 @@ from methods.train import (
     EpochBatches,
     TrainingDiverged,
     TrainOptions,
+    _code_fingerprint,
     _non_finite,
     train,
 )
@@ -136,6 +137,7 @@ def test_kill_9_mid_epoch_and_sigterm_then_rerun_end_with_same_weights(tiny_data
         ]
 
     env = {**os.environ, "PYTHONPATH": str(REPO)}
+    code_at_start = _code_fingerprint()
     subprocess.run(command(tmp_path / "full"), check=True, env=env, cwd=REPO, capture_output=True)
     state = tmp_path / "crash" / STATE_NAME
 
@@ -174,4 +176,5 @@ def test_kill_9_mid_epoch_and_sigterm_then_rerun_end_with_same_weights(tiny_data
 
     subprocess.run(command(tmp_path / "crash"), check=True, env=env, cwd=REPO, capture_output=True)
     _assert_same_weights(tmp_path / "full" / "checkpoint.pt", tmp_path / "crash" / "checkpoint.pt")
-    assert (tmp_path / "full" / "checkpoint.pt").read_bytes() == (tmp_path / "crash" / "checkpoint.pt").read_bytes()
+    if _code_fingerprint() == code_at_start:  # the checkpoint records it: an edit meanwhile changes bytes
+        assert (tmp_path / "full" / "checkpoint.pt").read_bytes() == (tmp_path / "crash" / "checkpoint.pt").read_bytes()

@@ -331,10 +331,15 @@ def animate_file(
     method_config: dict | None = None,
     device: str = "cpu",
     batch_size: int = 8,
-    adapt_movement_scale: bool = True,
+    adapt_movement_scale: bool | None = None,
     progress: bool = True,
 ) -> int:
-    """``animbench animate``: load, read, animate, write. Returns the number of frames written."""
+    """``animbench animate``: load, read, animate, write. Returns the number of frames written.
+
+    ``adapt_movement_scale=None`` takes the config's
+    ``animate_params.normalization_params.adapt_movement_scale``, else True (MRAA's and
+    TPSMM's default; FOMM's reference configs set it per dataset).
+    """
     from methods.checkpoints import load_model
 
     if mode not in MODES:
@@ -349,6 +354,9 @@ def animate_file(
 
     model.to(resolve_device(device))
     config = method_config or payload["animbench"]["config"]
+    if adapt_movement_scale is None:
+        normalization = config.get("animate_params", {}).get("normalization_params", {})
+        adapt_movement_scale = bool(normalization.get("adapt_movement_scale", True))
     size = tuple(config["dataset_params"]["frame_shape"][:2])
     source_frame = read_source(source, size)
     video = open_driving(driving, size)

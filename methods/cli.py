@@ -112,7 +112,7 @@ def cmd_animate(args: argparse.Namespace) -> None:
         args.checkpoint, args.source, args.driving, args.out, mode=args.mode,
         method_config=load_method_config(args.method_config) if args.method_config else None,
         device=args.device, batch_size=args.batch_size,
-        adapt_movement_scale=not args.no_adapt_scale, progress=not args.no_progress,
+        adapt_movement_scale=False if args.no_adapt_scale else None, progress=not args.no_progress,
     )
     print(f"{count} frames written to {args.out}")
 

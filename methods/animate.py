@@ -126,7 +126,7 @@ def read_source(path: str | Path, size: tuple[int, int]) -> np.ndarray:
     try:
         with Image.open(path) as img:
             img.load()
-            rgb = np.asarray(img.convert("RGB"))
+            rgb = np.array(img.convert("RGB"))  # writable: torch.from_numpy warns otherwise
     except (OSError, SyntaxError, ValueError) as err:
         raise AnimationError(f"source image {path} is unreadable: {err}") from err
     return fit_frame(rgb, size)

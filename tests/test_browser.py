@@ -1,4 +1,5 @@
-"""The pages a user opens, in a real headless browser, after a real tiny run of the DAG.
+"""The pages a user opens: the index (fast, on a fabricated run) and, after a real tiny run of the
+DAG, every page in a real headless browser (slow).
 
 Runs workflow/config/tiny.yaml to reports/index.html and reports/regression.html (the committed
 tiny baseline must pass: what CI's regression check is), then opens every page in Debian's
@@ -24,8 +25,6 @@ from PIL import Image
 from reports.regression import read_baseline, write_baseline
 from tests.conftest import REPO
 from tests.test_workflow import SNAKEMAKE, _env
-
-pytestmark = pytest.mark.slow
 
 CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -92,6 +91,40 @@ def check_page(chromium: str, page: Path, work: Path) -> dict:
         probed.unlink()
 
 
+def test_index_links_pages_plots_curves_and_lists_every_job(tmp_path):
+    from reports.index import render_index
+    from reports.regression import load_workflow_config
+
+    root = tmp_path / "run"
+    run_dir = root / "results/synthetic/fomm"
+    run_dir.mkdir(parents=True)
+    (run_dir / "train_log.csv").write_text(
+        "epoch,steps,seconds,loss_perceptual,loss_equivariance_value,lr_generator\n1,4,1.0,90.0,0.5,2e-4\n2,4,1.0,80.0,0.4,2e-4\n"
+    )
+    (run_dir / "run.json").write_text(json.dumps({"device": "cuda:0", "processes": 2, "epochs": 2}))
+    header = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+    for job, line in {"train/synthetic/fomm": "12.5\t0:00:12\t812.0", "reconstruct/synthetic/fomm": "3.0\t0:00:03\tNA"}.items():
+        path = root / "benchmarks" / f"{job}.tsv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(header + line + "\t0\t0\t0\t0\t0\t1.0\t2.5\n")
+    log = root / "logs/reconstruct/synthetic/fomm.log"
+    log.parent.mkdir(parents=True)
+    log.write_text("reconstructions indexed in x/index.csv (device cuda:0)\n")
+    reports = root / "reports"
+    reports.mkdir()
+    (reports / "table1.html").write_text("<html></html>")
+    config = load_workflow_config([], REPO)
+    html = render_index(config, reports / "index.html", REPO, root).read_text()
+    assert 'href="table1.html"' in html and 'href="regression.html"' not in html  # only pages that exist
+    png = reports / "curves/synthetic/fomm.png"
+    assert png.is_file() and Image.open(png).size[0] > 100
+    assert '<img src="curves/synthetic/fomm.png"' in html
+    rows = re.findall(r"<tr><td class=\"name\">(\w+)</td><td class=\"name\">([^<]*)</td><td class=\"name\">([^<]*)</td>\s*<td>([^<]*)</td><td>([^<]*)</td><td>([^<]*)</td>", html)
+    assert ("reconstruct", "synthetic/fomm", "cuda:0", "3.0", "2.5", "—") in rows, rows
+    assert ("train", "synthetic/fomm", "cuda:0 × 2 processes", "12.5", "2.5", "812") in rows, rows
+
+
+@pytest.mark.slow
 def test_tiny_run_pages_open_cleanly_and_regression_gates_the_run(tmp_path):
     chromium = _chromium()
     config = REPO / "workflow/config/tiny.yaml"

@@ -76,9 +76,9 @@ class TPSMM(AnimationModel):
     otherwise the global torch RNG.
 
     Motion descriptors are ``{"fg_kp": (B, K*5, 2)}``; with a background predictor ``encode``
-    also keeps the frame under ``"image"`` so that :meth:`generate` can predict the background
+    also keeps the frame under ``"frame"`` so that :meth:`generate` can predict the background
     affine between source and driving frame, as the reference's reconstruction does. Motions
-    without ``"image"`` (relative, AVD) use no background motion, as the reference's animation.
+    without ``"frame"`` (relative, AVD) use no background motion, as the reference's animation.
     """
 
     def __init__(
@@ -171,7 +171,7 @@ class TPSMM(AnimationModel):
     def encode(self, image: torch.Tensor) -> Motion:
         motion = dict(self.kp_detector(image))
         if self.bg_predictor is not None:
-            motion["image"] = image
+            motion["frame"] = image
         return motion
 
     def _dense_motion(
@@ -190,8 +190,8 @@ class TPSMM(AnimationModel):
         self, source: torch.Tensor, motion_source: Motion, motion_driving: Motion
     ) -> dict[str, torch.Tensor]:
         bg_param = None
-        if self.uses_background and "image" in motion_driving:
-            bg_param = self.bg_predictor(source, motion_driving["image"])
+        if self.uses_background and "frame" in motion_driving:
+            bg_param = self.bg_predictor(source, motion_driving["frame"])
         dense = self._dense_motion(source, motion_source, motion_driving, bg_param)
         return self.inpainting_network(source, dense, warp_features=False)
 
@@ -249,7 +249,7 @@ class TPSMM(AnimationModel):
 
         The reference's demo always adapts the scale (square root of the ratio of the keypoint
         convex-hull areas of source and initial driving frame); here it is per sample and
-        optional. The result carries no ``"image"``: no background motion, as in the reference.
+        optional. The result carries no ``"frame"``: no background motion, as in the reference.
         """
         displacement = motion_driving["fg_kp"] - motion_driving_initial["fg_kp"]
         if adapt_movement_scale:
@@ -265,6 +265,6 @@ class TPSMM(AnimationModel):
         return motion["fg_kp"].flatten(1)
 
     def avd_decode(self, params: torch.Tensor, like: Motion) -> Motion:
-        out = {k: v for k, v in like.items() if k not in ("fg_kp", "image")}
+        out = {k: v for k, v in like.items() if k not in ("fg_kp", "frame")}
         out["fg_kp"] = params.view(params.shape[0], -1, 2)
         return out

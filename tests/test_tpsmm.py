@@ -264,11 +264,11 @@ def test_encode_generate_relative_and_avd(images) -> None:
     model = _model().eval()
     with torch.no_grad():
         src, drv = model.encode(images[0]), model.encode(images[1])
-        assert src["fg_kp"].shape == (2, 10, 2) and torch.equal(src["image"], images[0])
+        assert src["fg_kp"].shape == (2, 10, 2) and torch.equal(src["frame"], images[0])
         out = model.generate(images[0], src, drv)
         assert out["prediction"].shape == (2, 3, 32, 32)
         same = model.relative_motion(src, drv, drv)
-        assert torch.allclose(same["fg_kp"], src["fg_kp"]) and "image" not in same
+        assert torch.allclose(same["fg_kp"], src["fg_kp"]) and "frame" not in same
         moved = {"fg_kp": drv["fg_kp"] + 0.1}
         rel = model.relative_motion(src, moved, drv, adapt_movement_scale=False)
         assert torch.allclose(rel["fg_kp"], src["fg_kp"] + 0.1, atol=1e-6)
@@ -279,7 +279,7 @@ def test_encode_generate_relative_and_avd(images) -> None:
         params = model.avd_encode(src)
         assert params.shape == (2, 20)
         back = model.avd_decode(params, like=src)
-        assert torch.equal(back["fg_kp"], src["fg_kp"]) and "image" not in back
+        assert torch.equal(back["fg_kp"], src["fg_kp"]) and "frame" not in back
         assert model.generate(images[0], src, back)["prediction"].shape == (2, 3, 32, 32)
 
 

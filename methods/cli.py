@@ -184,15 +184,34 @@ def _load_workflow_config(path: str) -> dict:
 def cmd_weights(args: argparse.Namespace) -> None:
     from methods import weights
 
+    names = args.names or sorted(weights.REGISTRY)
+    for name in names:
+        weights._entry(name)  # an unknown name is a KeyError before anything is downloaded
     if args.action == "list":
-        for entry in weights.REGISTRY.values():
-            print(f"{entry.name:10s} {entry.filename:20s} {entry.url}")
-    elif args.action == "fetch":
-        for name in args.names or sorted(weights.REGISTRY):
-            print(f"fetched {weights.fetch(name, args.dir)}")
-    else:
-        for name in args.names or sorted(weights.REGISTRY):
-            print(f"ok {weights.resolve(name, args.dir)}")
+        for name in names:
+            e = weights.REGISTRY[name]
+            size = f"{e.size} B" if e.size else "size unknown"
+            print(f"{e.name:30s} {e.checksum_kind:14s} {size:16s} {e.filename}\n{'':30s} {e.url}")
+        return
+    failed = []
+    for name in names:
+        if args.action == "fetch":
+            try:
+                print(f"ok          {name}: {weights.fetch(name, args.dir)}")
+            except weights.WeightsFetchError as err:
+                print(f"failed      {name}: {err}", file=sys.stderr)
+                failed.append(name)
+        else:
+            line = weights.check(name, args.dir)
+            print(line, file=sys.stderr if line.startswith(("missing", "corrupt")) else sys.stdout)
+            if line.startswith(("missing", "corrupt")):
+                failed.append(name)
+    if failed:
+        verb = "could not be fetched" if args.action == "fetch" else "are missing or corrupt"
+        raise weights.MissingWeightsError(
+            f"{len(failed)} of {len(names)} weights files {verb}: {', '.join(failed)}"
+            + ("" if args.action == "fetch" else f"; fetch with `animbench weights fetch {' '.join(failed)} --dir {args.dir}`")
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:

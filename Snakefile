@@ -21,6 +21,7 @@ include: "workflow/rules/datasets.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/avd.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/evaluators.smk"
 include: "workflow/rules/report.smk"
 
 

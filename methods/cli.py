@@ -120,11 +120,30 @@ def cmd_animate(args: argparse.Namespace) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from metrics.evaluate import evaluate_reconstructions, write_metrics
 
-    table = evaluate_reconstructions(
-        Path(args.reconstruction), Path(args.dataset), args.protocol, progress=not args.no_progress
+    _threads(args.threads)
+    # Defaults follow the results layout: {results}/{dataset}/{run}/metrics.csv.
+    dataset_results = Path(args.out).resolve().parent.parent
+    evaluation = evaluate_reconstructions(
+        Path(args.reconstruction), Path(args.dataset), args.protocol, progress=not args.no_progress,
+        device=args.device, weights_dir=Path(args.weights_dir), batch_size=args.batch_size,
+        evaluators_dir=Path(args.evaluators_dir) if args.evaluators_dir else dataset_results / "evaluators",
+        gt_cache_dir=Path(args.gt_cache) if args.gt_cache else dataset_results / "gt_cache",
     )
-    write_metrics(table, Path(args.out))
-    print(f"{len(table)} frames measured into {args.out}")
+    write_metrics(evaluation, Path(args.out))
+    print(f"{len(evaluation.table)} frames measured into {args.out}")
+
+
+def cmd_train_evaluators(args: argparse.Namespace) -> None:
+    from metrics.registry import get_protocol
+    from metrics.train_evaluators import train_evaluators
+
+    _threads(args.threads)
+    protocol = get_protocol(args.protocol)
+    if protocol.trained_evaluators is None:
+        raise ValueError(f"protocol {args.protocol!r} has no trained_evaluators section (metrics/protocols.yaml)")
+    record = train_evaluators(Path(args.dataset), Path(args.out), protocol.trained_evaluators, progress=not args.no_progress)
+    for kind in ("keypoint", "identity"):
+        print(f"{kind} evaluator: " + ", ".join(f"{k}={v}" for k, v in sorted(record[kind].items()) if k != "targets"))
 
 
 def cmd_baseline(args: argparse.Namespace) -> None:
@@ -136,6 +155,11 @@ def cmd_baseline(args: argparse.Namespace) -> None:
         table = collect(config, Path(args.root))
         print(f"baseline of {len(table)} metric means written to {_display_path(str(write_baseline(table, out)))}")
         return
+    if not (args.dataset and args.out):
+        raise ValueError("baseline no-motion needs --dataset and --out")
+    from metrics.baseline import no_motion_reconstruction
+
+    print(f"no-motion baseline indexed in {no_motion_reconstruction(Path(args.dataset), Path(args.out), progress=not args.no_progress)}")
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -278,21 +302,35 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="per-frame metrics of a reconstruction folder")
     p.add_argument("--reconstruction", required=True)
     p.add_argument("--dataset", required=True)
-    p.add_argument("--protocol", required=True, help="evaluation protocol, e.g. synthetic")
-    p.add_argument("--out", required=True, help="metrics.csv")
-    common(p)
+    p.add_argument("--protocol", required=True, help="evaluation protocol (metrics/protocols.yaml), e.g. synthetic")
+    p.add_argument("--out", required=True, help="metrics.csv ({results}/{dataset}/{run}/metrics.csv; metrics.json beside it)")
+    p.add_argument("--device", default="cpu", help="device of the keypoint and identity evaluators")
+    p.add_argument("--batch-size", type=int, default=32, help="frames per evaluator call")
+    p.add_argument("--weights-dir", default="resources/weights", help="pretrained evaluator weights")
+    p.add_argument("--evaluators-dir", default=None, help="evaluators trained in the DAG; default {results}/{dataset}/evaluators")
+    p.add_argument("--gt-cache", default=None, help="ground-truth detections cache; default {results}/{dataset}/gt_cache")
+    common(p, threads=True)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("train-evaluators", help="train and validate the synthetic dataset's keypoint and identity evaluators")
+    p.add_argument("--dataset", required=True, help="prepared synthetic dataset (with ground_truth.csv)")
+    p.add_argument("--out", required=True, help="folder for keypoints.pt, identity.pt, validation.json")
+    p.add_argument("--protocol", default="synthetic", help="protocol whose trained_evaluators settings apply")
+    common(p, threads=True)
+    p.set_defaults(func=cmd_train_evaluators)
 
     p = sub.add_parser(
         "baseline",
         help="no-motion: write the no-motion reconstruction (frame 0 everywhere); "
         "update: store this run's metric means as the regression baseline",
     )
-    p.add_argument("kind", choices=["update"])
+    p.add_argument("kind", choices=["no-motion", "update"])
+    p.add_argument("--dataset", default=None, help="no-motion: prepared dataset")
     p.add_argument("--out", default=None, help="no-motion: {results}/{dataset}/no-motion/reconstruction; "
                    "update: default workflow/baselines/{regression.baseline}.csv")
     p.add_argument("--config", nargs="*", default=[], help="update: workflow config files merged over default.yaml")
     p.add_argument("--root", default=".", help="update: the folder the workflow ran in")
+    common(p)
     p.set_defaults(func=cmd_baseline)
 
     p = sub.add_parser("report", help="render an HTML report")

@@ -1,49 +1,105 @@
-"""Evaluation protocols: which metrics (and later which keypoint / identity backends) a dataset uses.
+"""Evaluation protocols: which metrics a dataset is measured with and by which evaluators.
 
-A protocol maps a name (from the workflow config) to the list of per-frame metric columns it
-produces and the function that computes them for one video. L1 is computed for every protocol.
+The protocols are data, in ``metrics/protocols.yaml`` (validated against
+``protocols.schema.yaml``); a dataset names one in the workflow config. This module loads them
+into :class:`Protocol` objects and builds their backends.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
 
-import numpy as np
+import jsonschema
+import yaml
 
-from metrics.l1 import l1_per_frame
-
-#: (prediction, ground truth) uint8 videos (T, H, W, 3) -> {column: (T,) values}
-FrameMetric = Callable[[np.ndarray, np.ndarray], dict[str, np.ndarray]]
+HERE = Path(__file__).parent
+PROTOCOLS_FILE = HERE / "protocols.yaml"
+SCHEMA_FILE = HERE / "protocols.schema.yaml"
+#: Column order of metrics.csv and of the report.
+METRICS = ("l1", "akd", "mkr", "aed")
 
 
 @dataclass(frozen=True)
 class Protocol:
     name: str
-    metrics: dict[str, FrameMetric] = field(default_factory=dict)
-    #: Backend name and version per metric, recorded next to every number in the reports.
-    backends: dict[str, str] = field(default_factory=dict)
+    metrics: tuple[str, ...]
+    description: str = ""
+    #: {"backend": name, "mode": "body"|"face", "params": {...}} or None
+    keypoints: dict[str, Any] | None = None
+    #: {"backend": name, "params": {...}} or None
+    identity: dict[str, Any] | None = None
+    #: settings of metrics/train_evaluators.py when the evaluators are trained in the DAG
+    trained_evaluators: dict[str, Any] | None = field(default=None)
+
+    @property
+    def needs_keypoints(self) -> bool:
+        return "akd" in self.metrics or "mkr" in self.metrics
+
+    @property
+    def needs_identity(self) -> bool:
+        return "aed" in self.metrics
 
 
-PROTOCOLS: dict[str, Protocol] = {}
-
-
-def register_protocol(protocol: Protocol) -> Protocol:
-    PROTOCOLS[protocol.name] = protocol
+def _check(name: str, entry: dict[str, Any], where: Path) -> Protocol:
+    protocol = Protocol(name=name, **{k: (tuple(v) if k == "metrics" else v) for k, v in entry.items()})
+    if "l1" not in protocol.metrics:
+        raise ValueError(f"{where}: protocol {name!r} must measure l1")
+    if protocol.needs_keypoints and not protocol.keypoints:
+        raise ValueError(f"{where}: protocol {name!r} measures akd/mkr but names no keypoints backend")
+    if protocol.needs_identity and not protocol.identity:
+        raise ValueError(f"{where}: protocol {name!r} measures aed but names no identity backend")
+    if "mkr" in protocol.metrics and protocol.keypoints and protocol.keypoints["mode"] == "face":
+        raise ValueError(f"{where}: protocol {name!r}: MKR is not defined for face landmarks")
     return protocol
 
 
-def get_protocol(name: str) -> Protocol:
-    if name not in PROTOCOLS:
-        raise KeyError(f"unknown evaluation protocol {name!r}; known: {', '.join(sorted(PROTOCOLS))}")
-    return PROTOCOLS[name]
+def load_protocols(path: str | Path = PROTOCOLS_FILE) -> dict[str, Protocol]:
+    """Read, validate and return every protocol of ``path``."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise ValueError(f"cannot read protocols file {path}: {err}") from err
+    try:
+        jsonschema.validate(data, yaml.safe_load(SCHEMA_FILE.read_text()))
+    except jsonschema.ValidationError as err:
+        where = "/".join(str(p) for p in err.absolute_path) or "(top level)"
+        raise ValueError(f"{path}: invalid protocol at {where}: {err.message}") from err
+    return {name: _check(name, entry, path) for name, entry in data.items()}
 
 
-def _l1(prediction: np.ndarray, target: np.ndarray) -> dict[str, np.ndarray]:
-    return {"l1": l1_per_frame(prediction, target)}
+@cache
+def _default_protocols() -> dict[str, Protocol]:
+    return load_protocols()
 
 
-# AKD/MKR/AED evaluators (synthetic ground truth, face-alignment, openpifpaf, facenet, torchreid)
-# are added to these protocols as they land; until then every protocol measures L1 only.
-register_protocol(Protocol("synthetic", {"l1": _l1}, {"l1": "numpy"}))
-register_protocol(Protocol("l1", {"l1": _l1}, {"l1": "numpy"}))
+def get_protocol(name: str, path: str | Path | None = None) -> Protocol:
+    protocols = load_protocols(path) if path else _default_protocols()
+    if name not in protocols:
+        raise KeyError(f"unknown evaluation protocol {name!r}; known: {', '.join(sorted(protocols))}")
+    return protocols[name]
+
+
+def build_backends(protocol: Protocol, device: str, weights_dir: Path, evaluators_dir: Path | None) -> tuple[Any, Any]:
+    """(keypoint backend or None, identity backend or None) for ``protocol``.
+
+    Trained evaluators load from ``evaluators_dir`` (``results/{dataset}/evaluators``); the
+    pretrained ones from ``weights_dir`` (``resources/weights``).
+    """
+    from metrics.backends import build_identity_backend, build_keypoint_backend
+
+    if protocol.trained_evaluators is not None:
+        if evaluators_dir is None:
+            raise ValueError(f"protocol {protocol.name!r} uses evaluators trained in the DAG: pass --evaluators-dir")
+        weights_dir = evaluators_dir
+    keypoint = identity = None
+    if protocol.needs_keypoints:
+        spec = protocol.keypoints
+        keypoint = build_keypoint_backend(spec["backend"], device=device, weights_dir=weights_dir, **spec.get("params", {}))
+    if protocol.needs_identity:
+        spec = protocol.identity
+        identity = build_identity_backend(spec["backend"], device=device, weights_dir=weights_dir, **spec.get("params", {}))
+    return keypoint, identity

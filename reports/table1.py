@@ -12,7 +12,8 @@ import pandas as pd
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from data_prep.io import write_text
-from metrics.aggregate import frame_weighted, per_video
+from metrics.aggregate import frame_weighted, measured_frames, per_video, skipped_frames
+from metrics.baseline import RUN_NAME as BASELINE_RUN
 from metrics.registry import get_protocol
 from reports import paper, provenance
 from reports.strips import comparison_strips
@@ -20,6 +21,7 @@ from reports.usage import dataset_usage
 
 TEMPLATES = Path(__file__).parent / "templates"
 METRIC_KEYS = {"L1": "l1", "AKD": "akd", "MKR": "mkr", "AED": "aed"}
+BASELINE_LABEL = "no motion (source frame copied)"
 
 
 @dataclass
@@ -31,6 +33,10 @@ class RunResult:
     frames: int
     videos: int
     info: dict[str, Any] = field(default_factory=dict)
+    #: metrics.json: protocol, evaluators (backend, version, weights checksum, validation)
+    record: dict[str, Any] = field(default_factory=dict)
+    measured: dict[str, int] = field(default_factory=dict)
+    skipped: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 def load_run(results_dir: Path, dataset: str, run: str) -> RunResult:
@@ -38,6 +44,8 @@ def load_run(results_dir: Path, dataset: str, run: str) -> RunResult:
     table = pd.read_csv(run_dir / "metrics.csv")
     info_path = run_dir / "run.json"
     info = json.loads(info_path.read_text()) if info_path.exists() else {}
+    record_path = run_dir / "metrics.json"
+    record = json.loads(record_path.read_text()) if record_path.exists() else {}
     return RunResult(
         dataset=dataset,
         run=run,
@@ -46,6 +54,9 @@ def load_run(results_dir: Path, dataset: str, run: str) -> RunResult:
         frames=len(table),
         videos=table["video"].nunique(),
         info=info,
+        record=record,
+        measured=measured_frames(table),
+        skipped=skipped_frames(table),
     )
 
 
@@ -56,14 +67,15 @@ def _fmt(value: float | None, metric: str) -> str:
 
 
 def build_rows(results: list[RunResult], datasets: list[str], runs: list[str]) -> list[dict[str, Any]]:
-    """One row per method: ours where run, the paper's where reported."""
+    """One row per method: ours where run, the paper's where reported; the no-motion baseline last of ours."""
     reference = paper.paper_table1()
-    methods = list(runs) + [m for m in reference["method"].unique() if m not in {paper.paper_name(r) for r in runs}]
+    ours_runs = list(runs) + ([BASELINE_RUN] if any(r.run == BASELINE_RUN for r in results) else [])
+    methods = ours_runs + [m for m in reference["method"].unique() if m not in {paper.paper_name(r) for r in runs}]
     ours = {(r.run, r.dataset): r for r in results}
     rows = []
     for method in methods:
-        is_run = method in runs
-        name = paper.paper_name(method) if is_run else method
+        is_run = method in ours_runs
+        name = (BASELINE_LABEL if method == BASELINE_RUN else paper.paper_name(method)) if is_run else method
         cells = []
         for dataset in datasets:
             ref = reference[(reference["method"] == name) & (reference["dataset"] == dataset)]
@@ -76,6 +88,25 @@ def build_rows(results: list[RunResult], datasets: list[str], runs: list[str]) -
     return rows
 
 
+def evaluator_rows(results: list[RunResult]) -> list[dict[str, Any]]:
+    """One row per (dataset, evaluator) as recorded by evaluation, with validation figures if trained here.
+
+    Every run of a dataset must have been measured by the same evaluator weights; a mismatch is an
+    error (the numbers of the table would not be comparable).
+    """
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    for result in results:
+        for kind, entry in result.record.get("evaluators", {}).items():
+            key = (result.dataset, kind)
+            if key in rows and rows[key]["weights_sha256"] != entry["weights_sha256"]:
+                raise ValueError(
+                    f"{result.dataset}: run {result.run} was measured with other {kind} evaluator weights "
+                    f"({entry['weights_sha256'][:12]}) than {rows[key]['runs'][0]} ({rows[key]['weights_sha256'][:12]}); re-evaluate"
+                )
+            rows.setdefault(key, {"dataset": result.dataset, "kind": kind, **entry, "runs": []})["runs"].append(result.run)
+    return list(rows.values())
+
+
 def render_table1(config: dict[str, Any], out: Path, repo: Path, config_name: str = "") -> Path:
     """Render ``out`` from the workflow config's ``table1`` section and the results on disk."""
     paths = config["paths"]
@@ -83,6 +114,8 @@ def render_table1(config: dict[str, Any], out: Path, repo: Path, config_name: st
     table = config["table1"]
     run_datasets, runs = table["datasets"], table["runs"]
     results = [load_run(results_dir, d, r) for d in run_datasets for r in runs]
+    # The no-motion row is shown wherever its metrics exist (the DAG always makes them).
+    results += [load_run(results_dir, d, BASELINE_RUN) for d in run_datasets if (results_dir / d / BASELINE_RUN / "metrics.csv").exists()]
     reference = paper.paper_table1()
     datasets = list(run_datasets) + [d for d in reference["dataset"].unique() if d not in run_datasets]
 
@@ -109,6 +142,8 @@ def render_table1(config: dict[str, Any], out: Path, repo: Path, config_name: st
         usage=usage,
         pictures=pictures,
         protocols={d: get_protocol(p) for d, p in protocols.items()},
+        evaluators=evaluator_rows(results),
+        metric_keys=[METRIC_KEYS[m] for m in paper.METRICS],
         commit=provenance.git_commit(repo),
         versions=provenance.versions(),
         generated=provenance.now(),

@@ -6,6 +6,7 @@ import json
 import re
 
 import pandas as pd
+import pytest
 
 from data_prep.manifest import available_videos
 from data_prep.video import read_video, write_stacked_png
@@ -51,3 +52,45 @@ def test_table1_html(tiny_dataset, tmp_path):
     assert re.search(r"2 / 2</td>", html)  # test videos available / listed
     assert html.count("data:image/png;base64,") == 2  # ground truth + one run
     assert "seed 7" in html
+
+
+def test_table1_with_keypoint_and_identity_metrics_and_no_motion_row(tiny_dataset, tmp_path):
+    videos = available_videos(tiny_dataset, "test")
+    results = tmp_path / "results"
+    _fake_run(tiny_dataset, results, {videos[0]: 0.01, videos[1]: 0.03})
+    sha = "ab" * 32
+    validation = {
+        "keypoint_error_px": 0.8, "keypoint_error_px_p95": 1.9, "visibility_accuracy": 0.99, "frames": 13,
+        "train_seconds": 20.0, "meets_targets": True,
+        "targets": {"keypoint_error_px": 2.0, "visibility_accuracy": 0.95, "identity_top1": 0.9},
+    }
+    record = {"evaluators": {"keypoints": {"name": "synthetic-keypoints", "package": "animbench", "version": "v1", "weights_sha256": sha, "mode": "body", "validation": validation}}}
+    for run, akd in (("fomm", 1.0), ("no-motion", 3.0)):
+        run_dir = results / "synthetic" / run
+        run_dir.mkdir(parents=True, exist_ok=True)
+        table = pd.read_csv(results / "synthetic" / "fomm" / "metrics.csv")
+        table["akd"] = akd
+        table["akd_skip"] = ""
+        table.loc[0, ["akd", "akd_skip"]] = [float("nan"), "no joint found in both frames"]
+        table["mkr"], table["aed"] = 0.25, 0.5
+        table.to_csv(run_dir / "metrics.csv", index=False)
+        (run_dir / "metrics.json").write_text(json.dumps(record))
+    config = {
+        "seed": 7,
+        "paths": {"datasets": str(tiny_dataset.parent), "results": str(results), "weights": "w"},
+        "datasets": {"synthetic": {"builder": "synthetic", "protocol": "synthetic"}},
+        "runs": {"fomm": {"method": "fomm"}},
+        "table1": {"datasets": ["synthetic"], "runs": ["fomm"]},
+    }
+    html = render_table1(config, tmp_path / "table1.html", REPO).read_text()
+    assert "no motion (source frame copied)" in html
+    assert ">1.000<br>" in html and ">3.000<br>" in html  # AKD of both rows, skipped frame excluded
+    assert ">0.2500<br>" in html and ">0.500<br>" in html  # MKR, AED
+    assert "AKD: 1 (no joint found in both frames)" in html
+    assert sha[:16] in html and "error 0.80 px (target ≤ 2.0)" in html and "meets targets" in html
+    assert "fomm, no-motion" in html  # both measured by the same evaluator weights
+    # A run measured by other weights than the rest of its dataset is refused.
+    other = {"evaluators": {"keypoints": {**record["evaluators"]["keypoints"], "weights_sha256": "cd" * 32}}}
+    (results / "synthetic" / "no-motion" / "metrics.json").write_text(json.dumps(other))
+    with pytest.raises(ValueError, match="other keypoints evaluator weights"):
+        render_table1(config, tmp_path / "t2.html", REPO)

@@ -54,6 +54,7 @@ _IDENTITY: dict[str, Factory] = {}
 # Modules whose import registers built-in backends; imported on first lookup so that a
 # backend's heavy package (openpifpaf, face_alignment, ...) is only imported when used.
 BUILTIN_MODULES: tuple[str, ...] = (
+    "metrics.backends.synthetic",
     "metrics.backends.openpifpaf_body",
     "metrics.backends.face_alignment_landmarks",
     "metrics.backends.facenet_identity",

@@ -1,14 +1,36 @@
+import yaml
+
+# Protocols (metrics/protocols.yaml) decide whether evaluation needs evaluators trained here.
+PROTOCOLS = yaml.safe_load((REPO / "metrics/protocols.yaml").read_text())
+BASELINE_RUN = "no-motion"
+
+
+def trained_evaluators(wildcards):
+    """The evaluator files of the dataset when its protocol trains them, else nothing."""
+    protocol = PROTOCOLS.get(dataset_protocol(wildcards), {})
+    if "trained_evaluators" not in protocol:
+        return []
+    folder = f"{RESULTS_DIR}/{wildcards.dataset}/evaluators"
+    return [f"{folder}/keypoints.pt", f"{folder}/identity.pt"]
+
+
 rule evaluate:
     input:
         index=f"{RESULTS_DIR}/{{dataset}}/{{run}}/reconstruction/index.csv",
         manifest=f"{DATASETS_DIR}/{{dataset}}/manifest.csv",
-        code=package_sources("metrics", "data_prep"),
+        evaluators=trained_evaluators,
+        protocols=str(REPO / "metrics/protocols.yaml"),
+        # Backends are imported by name at run time (not traced by step_sources): list them all.
+        code=step_sources("metrics.evaluate") + package_sources("metrics/backends"),
     output:
         metrics=f"{RESULTS_DIR}/{{dataset}}/{{run}}/metrics.csv",
+        record=f"{RESULTS_DIR}/{{dataset}}/{{run}}/metrics.json",
     params:
         protocol=dataset_protocol,
+        weights=config["paths"]["weights"],
         dataset=lambda wildcards, input: str(Path(input.manifest).parent),
         reconstruction=lambda wildcards, input: str(Path(input.index).parent),
+        results=lambda wildcards: f"{RESULTS_DIR}/{wildcards.dataset}",
     conda:
         "../../environment.yml"
     log:
@@ -19,5 +41,35 @@ rule evaluate:
     resources:
         mem_mb=4000,
     shell:
-        "animbench evaluate --reconstruction {params.reconstruction} --dataset {params.dataset} "
-        "--protocol {params.protocol} --out {output.metrics} --no-progress > {log} 2>&1"
+        ROTATE_LOG
+        + "animbench evaluate --reconstruction {params.reconstruction} --dataset {params.dataset} "
+        "--protocol {params.protocol} --out {output.metrics} --weights-dir {params.weights} "
+        "--evaluators-dir {params.results}/evaluators --gt-cache {params.results}/gt_cache "
+        "--threads {threads} --no-progress > {log} 2>&1"
+
+
+# The no-motion baseline is written like a reconstruction, so `evaluate` measures it unchanged.
+ruleorder: baseline_no_motion > reconstruct
+
+
+rule baseline_no_motion:
+    input:
+        manifest=f"{DATASETS_DIR}/{{dataset}}/manifest.csv",
+        code=step_sources("metrics.baseline"),
+    output:
+        index=f"{RESULTS_DIR}/{{dataset}}/{BASELINE_RUN}/reconstruction/index.csv",
+    params:
+        dataset=lambda wildcards, input: str(Path(input.manifest).parent),
+        out=lambda wildcards, output: str(Path(output.index).parent),
+    conda:
+        "../../environment.yml"
+    log:
+        "logs/baseline/{dataset}/no-motion.log",
+    benchmark:
+        "benchmarks/baseline/{dataset}/no-motion.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+    shell:
+        ROTATE_LOG
+        + "animbench baseline no-motion --dataset {params.dataset} --out {params.out} --no-progress > {log} 2>&1"

@@ -1,0 +1,90 @@
+"""The synthetic dataset's evaluators: shapes, loading errors, and their validation targets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from metrics.backends import build_identity_backend, build_keypoint_backend, list_backends
+from metrics.backends.synthetic import KeypointNet
+from metrics.registry import get_protocol
+from metrics.train_evaluators import DEFAULTS, load_split, shift, train_evaluators
+
+
+def test_backends_are_registered():
+    backends = list_backends()
+    assert "synthetic" in backends["keypoint"] and "synthetic" in backends["identity"]
+
+
+def test_missing_or_foreign_weights_name_the_file_and_the_command(tmp_path):
+    with pytest.raises(FileNotFoundError, match="keypoints.pt is missing.*animbench train-evaluators"):
+        build_keypoint_backend("synthetic", weights_dir=tmp_path)
+    (tmp_path / "identity.pt").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="identity.pt cannot be loaded"):
+        build_identity_backend("synthetic", weights_dir=tmp_path)
+
+
+def test_soft_argmax_coordinates_are_input_pixels():
+    net = KeypointNet(num_joints=2, width=4).eval()
+    with torch.no_grad():
+        for p in net.heatmap.parameters():
+            p.zero_()  # flat heatmaps: soft-argmax = the centre of the frame
+        coords, _ = net(torch.rand(1, 3, 32, 48))
+    np.testing.assert_allclose(coords[0].numpy(), [[24.0, 16.0]] * 2, atol=1e-4)
+
+
+def test_shift_moves_content_by_whole_pixels():
+    image = torch.zeros(1, 1, 8, 8)
+    image[0, 0, 2, 3] = 1
+    moved = shift(image, torch.tensor([[2.0, 1.0]]))
+    assert moved[0, 0, 3, 5] == pytest.approx(1.0)
+
+
+def test_protocol_settings_are_the_trainer_settings():
+    # protocols.yaml carries the demo settings; every key must be one the trainer knows.
+    settings = get_protocol("synthetic").trained_evaluators
+    assert set(settings) == set(DEFAULTS)
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            assert set(value) <= set(DEFAULTS[key])
+
+
+def test_load_split_matches_ground_truth(tiny_dataset):
+    split = load_split(tiny_dataset, "test")
+    n = len(split["frames"])
+    assert split["joints"].shape == (n, 15, 2) and split["visible"].shape == (n, 15)
+    assert split["frames"].dtype == np.uint8 and len(np.unique(split["video"])) == 2
+
+
+def test_retraining_is_skipped_when_up_to_date_and_backends_return_nan_for_invisible(tiny_dataset, tmp_path):
+    settings = {"keypoint": {"steps": 2, "batch_size": 2}, "identity": {"steps": 2, "batch_size": 2}}
+    first = train_evaluators(tiny_dataset, tmp_path, settings, progress=False)
+    mtime = (tmp_path / "keypoints.pt").stat().st_mtime_ns
+    again = train_evaluators(tiny_dataset, tmp_path, settings, progress=False)
+    assert again["keypoint"]["weights_sha256"] == first["keypoint"]["weights_sha256"]
+    assert (tmp_path / "keypoints.pt").stat().st_mtime_ns == mtime
+    keypoints = build_keypoint_backend("synthetic", weights_dir=tmp_path)
+    frames = load_split(tiny_dataset, "test")["frames"][:3]
+    with torch.no_grad():
+        keypoints.net.visibility.bias.fill_(-100.0)  # every joint predicted invisible
+    assert np.isnan(keypoints.detect(frames)).all()
+    embedding = build_identity_backend("synthetic", weights_dir=tmp_path).embed(frames)
+    np.testing.assert_allclose(np.linalg.norm(embedding, axis=1), 1.0, rtol=1e-5)
+    assert keypoints.info.weights_sha256 == first["keypoint"]["weights_sha256"]
+
+
+@pytest.mark.slow
+def test_evaluators_reach_their_targets_on_the_demo_dataset(tmp_path):
+    """The demo dataset (`animbench prepare synthetic`) and the protocol's own settings."""
+    from data_prep.synthetic import generate
+
+    torch.set_num_threads(2)
+    dataset = generate({}, tmp_path / "synthetic")
+    record = train_evaluators(dataset, tmp_path / "evaluators", get_protocol("synthetic").trained_evaluators, progress=False)
+    targets = record["keypoint"]["targets"]
+    assert record["keypoint"]["keypoint_error_px"] <= targets["keypoint_error_px"], record["keypoint"]
+    assert record["keypoint"]["visibility_accuracy"] >= targets["visibility_accuracy"], record["keypoint"]
+    assert record["identity"]["identity_top1"] >= targets["identity_top1"], record["identity"]
+    # Embeddings separate identities: same-identity AED well below other-identity AED.
+    assert record["identity"]["aed_same_identity"] < 0.5 * record["identity"]["aed_other_identity"]

@@ -8,10 +8,11 @@ export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: demo test test-fast lint bench clean-results
 
-$(STAMP): requirements.lock pyproject.toml
+$(STAMP): requirements.lock pyproject.toml workflow/scripts/install_evaluators.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet -r requirements.lock
 	$(BIN)/pip install --quiet --no-deps -e .
+	bash workflow/scripts/install_evaluators.sh $(BIN)/python
 	touch $(STAMP)
 
 demo: $(STAMP)

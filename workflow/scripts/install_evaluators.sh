@@ -21,6 +21,7 @@ set -euo pipefail
 PY=${1:-.venv/bin/python}
 OPENPIFPAF_VERSION=0.13.11
 FACE_ALIGNMENT_VERSION=1.5.0
+SETUPTOOLS_VERSION=84.2.1
 
 pip_() { "$PY" -m pip --disable-pip-version-check "$@"; }
 installed() { "$PY" -c "import importlib.metadata as m, sys; sys.exit(m.version('$1') != '$2')" 2>/dev/null; }
@@ -35,6 +36,9 @@ fi
 
 if ! installed openpifpaf "$OPENPIFPAF_VERSION"; then
     echo "install_evaluators: building openpifpaf $OPENPIFPAF_VERSION from its sdist (a few minutes)"
+    # A fresh Python 3.11 venv has setuptools 65 and no `wheel`, which cannot build a wheel
+    # without build isolation; setuptools >= 70.1 builds wheels by itself.
+    pip_ install --quiet "setuptools==$SETUPTOOLS_VERSION"
     work=$(mktemp -d)
     trap 'rm -rf "$work"' EXIT
     # --no-build-isolation: the sdist's build requirements pin torch==1.13.1; it builds against ours.

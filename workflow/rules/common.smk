@@ -78,11 +78,15 @@ def launcher(wildcards, resources):
     return "animbench"
 
 
-# A rerun keeps the logs of earlier attempts: log -> log.1 -> log.2 ... (five kept).
+# A rerun keeps the logs of earlier attempts. Snakemake deletes a job's log before running it, so
+# each command also writes its output to `{log}.last` (not declared, so kept), and the next
+# attempt rotates that copy: {log}.1 is the previous attempt, ... {log}.5 the oldest kept.
 ROTATE_LOG = (
     "for i in 4 3 2 1; do if [ -e {log}.$i ]; then mv -f {log}.$i {log}.$((i+1)); fi; done; "
-    "if [ -s {log} ]; then mv -f {log} {log}.1; fi; "
+    "if [ -e {log}.last ]; then mv -f {log}.last {log}.1; fi; "
 )
+#: Replaces `> {log} 2>&1` at the end of a command.
+TO_LOG = " 2>&1 | tee {log}.last > {log}"
 
 
 # --- code each step depends on, computed from its imports ----------------------------------

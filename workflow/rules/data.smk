@@ -18,4 +18,5 @@ rule prepare_dataset:
         mem_mb=2000,
     shell:
         ROTATE_LOG
-        + "animbench prepare {params.builder} --params {params.params:q} --out {params.root} > {log} 2>&1"
+        + "animbench prepare {params.builder} --params {params.params:q} --out {params.root}"
+        + TO_LOG

@@ -20,7 +20,8 @@ rule table1:
         mem_mb=2000,
     shell:
         ROTATE_LOG
-        + "animbench report table1 --config-json {params.config:q} --config-name {params.config_name:q} --out {output.html} > {log} 2>&1"
+        + "animbench report table1 --config-json {params.config:q} --config-name {params.config_name:q} --out {output.html}"
+        + TO_LOG
 
 
 # Fails (non-zero exit) when a metric regressed. Snakemake deletes a failed job's outputs, so the
@@ -79,4 +80,5 @@ rule index:
         mem_mb=2000,
     shell:
         ROTATE_LOG
-        + "animbench report index --config-json {params.config:q} --config-name {params.config_name:q} --out {output.html} > {log} 2>&1"
+        + "animbench report index --config-json {params.config:q} --config-name {params.config_name:q} --out {output.html}"
+        + TO_LOG

@@ -30,7 +30,8 @@ rule train:
         ROTATE_LOG
         + "{params.launch} -v train --method-config {input.method_config} --overrides {params.overrides:q} "
         "--dataset {params.dataset} --out {params.out} --seed {params.seed} --device {params.device} "
-        "--weights-dir {params.weights} --threads {threads} --no-progress > {log} 2>&1"
+        "--weights-dir {params.weights} --threads {threads} --no-progress"
+        + TO_LOG
 
 
 rule reconstruct:
@@ -64,4 +65,5 @@ rule reconstruct:
         ROTATE_LOG
         + "rm -f {params.out}/*.png {params.out}/.checkpoint; "
         "animbench reconstruct --checkpoint {input.checkpoint} --dataset {params.dataset} "
-        "--out {params.out} --device {params.device} --threads {threads} --no-progress > {log} 2>&1"
+        "--out {params.out} --device {params.device} --threads {threads} --no-progress"
+        + TO_LOG

@@ -42,6 +42,7 @@ def test_all_four_backends_are_registered():
     assert {"facenet", "torchreid"} <= set(backends["identity"])
 
 
+@pytest.mark.slow  # a full-size FAN / InceptionResnetV1 forward pass on CPU
 def test_facenet_embeds_whole_frames_to_unit_512d_and_batching_does_not_change_them():
     _need("facenet_pytorch")
     frames = _frames(3, 48, 40)
@@ -83,6 +84,7 @@ def test_face_alignment_without_a_face_gives_all_nan_rows():
     assert backend.num_joints == 68
 
 
+@pytest.mark.slow  # a full-size FAN / InceptionResnetV1 forward pass on CPU
 def test_face_alignment_uses_the_first_face_and_leaves_faceless_frames_nan(monkeypatch):
     _need("face_alignment")
     backend = build_keypoint_backend("face_alignment", pretrained=False, flip_input=False)

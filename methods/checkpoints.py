@@ -8,9 +8,9 @@ the same function. animbench adds an ``animbench`` entry with the method config 
 
 from __future__ import annotations
 
-import logging
 import errno
 import io
+import logging
 import os
 from pathlib import Path
 from typing import Any

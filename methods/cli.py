@@ -38,6 +38,13 @@ def _threads(n: int | None) -> None:
         torch.set_num_threads(n)
 
 
+def _device(name: str) -> str:
+    """``auto`` -> CUDA when present, else CPU; a device that is not there is a one-line error."""
+    from methods.devices import resolve_device
+
+    return str(resolve_device(name))
+
+
 def cmd_prepare(args: argparse.Namespace) -> None:
     from data_prep.registry import prepare_dataset
 
@@ -81,7 +88,8 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
         model.to(device), Path(args.checkpoint), Path(args.dataset), Path(args.out), (height, width),
         batch_size=args.batch_size, progress=not args.no_progress, device=device,
     )
-    print(f"reconstructions indexed in {index}")
+    # The report index reads the device of every job from its log.
+    print(f"reconstructions indexed in {index} (device {device})")
 
 
 def cmd_train_avd(args: argparse.Namespace) -> None:
@@ -97,7 +105,7 @@ def cmd_train_avd(args: argparse.Namespace) -> None:
         params=args.params,
         method_config=load_method_config(args.method_config) if args.method_config else None,
         seed=args.seed,
-        device=args.device,
+        device=_device(args.device),
         progress=not args.no_progress,
     )
     print(f"checkpoint with avd_network written to {train_avd(options)}")
@@ -111,7 +119,7 @@ def cmd_animate(args: argparse.Namespace) -> None:
     count = animate_file(
         args.checkpoint, args.source, args.driving, args.out, mode=args.mode,
         method_config=load_method_config(args.method_config) if args.method_config else None,
-        device=args.device, batch_size=args.batch_size,
+        device=_device(args.device), batch_size=args.batch_size,
         adapt_movement_scale=False if args.no_adapt_scale else None, progress=not args.no_progress,
     )
     print(f"{count} frames written to {args.out}")
@@ -125,7 +133,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     dataset_results = Path(args.out).resolve().parent.parent
     evaluation = evaluate_reconstructions(
         Path(args.reconstruction), Path(args.dataset), args.protocol, progress=not args.no_progress,
-        device=args.device, weights_dir=Path(args.weights_dir), batch_size=args.batch_size,
+        device=_device(args.device), weights_dir=Path(args.weights_dir), batch_size=args.batch_size,
         evaluators_dir=Path(args.evaluators_dir) if args.evaluators_dir else dataset_results / "evaluators",
         gt_cache_dir=Path(args.gt_cache) if args.gt_cache else dataset_results / "gt_cache",
     )
@@ -282,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output checkpoint (default: checkpoint_avd.pt beside --checkpoint)")
     p.add_argument("--params", type=_json, default={}, help='train_avd_params overrides as JSON, e.g. {"num_epochs": 2}')
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N")
     common(p, threads=True)
     p.set_defaults(func=cmd_train_avd)
 
@@ -293,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--driving", required=True, help="driving video (mp4, gif, ... or a folder of 0000000.png frames)")
     p.add_argument("--mode", choices=["standard", "relative", "avd"], default="relative")
     p.add_argument("--out", required=True, help="output .mp4, .gif, or a folder (PNG frames)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N")
     p.add_argument("--batch-size", type=int, default=8, help="driving frames per forward pass")
     p.add_argument("--no-adapt-scale", action="store_true", help="relative mode: do not rescale movement by keypoint-hull areas")
     common(p, threads=True)
@@ -304,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True)
     p.add_argument("--protocol", required=True, help="evaluation protocol (metrics/protocols.yaml), e.g. synthetic")
     p.add_argument("--out", required=True, help="metrics.csv ({results}/{dataset}/{run}/metrics.csv; metrics.json beside it)")
-    p.add_argument("--device", default="cpu", help="device of the keypoint and identity evaluators")
+    p.add_argument("--device", default="auto", help="device of the evaluators: auto (CUDA when present, else CPU), cpu, cuda or cuda:N")
     p.add_argument("--batch-size", type=int, default=32, help="frames per evaluator call")
     p.add_argument("--weights-dir", default="resources/weights", help="pretrained evaluator weights")
     p.add_argument("--evaluators-dir", default=None, help="evaluators trained in the DAG; default {results}/{dataset}/evaluators")

@@ -94,3 +94,32 @@ def test_table1_with_keypoint_and_identity_metrics_and_no_motion_row(tiny_datase
     (results / "synthetic" / "no-motion" / "metrics.json").write_text(json.dumps(other))
     with pytest.raises(ValueError, match="other keypoints evaluator weights"):
         render_table1(config, tmp_path / "t2.html", REPO)
+
+
+def test_table1_shows_the_share_of_the_protocols_chunks(tiny_dataset, tmp_path):
+    import shutil
+
+    from data_prep.availability import write_availability
+    from data_prep.manifest import read_manifest
+
+    dataset = tmp_path / "datasets" / "synthetic"
+    shutil.copytree(tiny_dataset, dataset)
+    manifest = read_manifest(dataset / "manifest.csv")
+    chunks = [{"video": v, "split": s, "status": st} for v, s, st in zip(manifest["video"], manifest["split"], manifest["status"], strict=True)]
+    chunks.append({"video": "gone#000000#000010", "split": "test", "status": "missing", "reason": "removed"})
+    write_availability(dataset, chunks, protocol_counts={"train": 40, "test": 4})
+    videos = available_videos(dataset, "test")
+    results = tmp_path / "results"
+    _fake_run(dataset, results, {videos[0]: 0.01, videos[1]: 0.03})
+    config = {
+        "seed": 0,
+        "paths": {"datasets": str(dataset.parent), "results": str(results), "weights": "w"},
+        "datasets": {"synthetic": {"builder": "synthetic", "protocol": "l1"}},
+        "runs": {"fomm": {"method": "fomm"}},
+        "table1": {"datasets": ["synthetic"], "runs": ["fomm"]},
+    }
+    html = render_table1(config, tmp_path / "table1.html", REPO).read_text()
+    # Beside every number (the dataset's column header) and in the data table, with the reasons' file.
+    assert "test 2 / 4 of the protocol's videos (50%)" in html
+    assert re.search(r"\d+ / 40 \(\d+%\); 2 / 4 \(50%\)", html)
+    assert "availability.csv" in html

@@ -121,17 +121,23 @@ def test_dropout_softmax_drops_foreground_only_and_normalises() -> None:
 
 def test_dense_motion_shapes_and_identity_for_equal_keypoints() -> None:
     net = DenseMotionNetwork(4, 2, 16, num_tps=2, num_channels=3, scale_factor=0.25)
-    kp = {"fg_kp": torch.rand(2, 10, 2) * 1.6 - 0.8}
-    out = net(torch.rand(2, 3, 32, 32), kp, kp)
+    g = torch.Generator().manual_seed(0)
+    kp = {"fg_kp": torch.rand(2, 10, 2, generator=g) * 1.6 - 0.8}
+    source = torch.rand(2, 3, 32, 32, generator=g)
+    out = net(source, kp, kp)
     assert out["deformation"].shape == (2, 8, 8, 2)
     assert out["contribution_maps"].shape == (2, 3, 8, 8)
     assert out["deformed_source"].shape == (2, 3, 3, 8, 8)
     assert [m.shape[-1] for m in out["occlusion_map"]] == [4, 8, 16, 32]
-    # equal keypoints: every TPS is close to the identity (the 0.01 regulariser keeps it from
-    # being exact), so the flow is the identity grid up to that
+    # The flow is a softmax (convex) combination of the transforms' grids: when every
+    # transform is the identity, so is the flow, whatever the weights. (With equal keypoints
+    # the TPS itself is only near the identity: the reference's 0.01 regulariser bends it, by
+    # up to ~0.3 for clustered random keypoints, so that is not asserted.)
     from methods.blocks import make_coordinate_grid
 
-    assert (out["deformation"] - make_coordinate_grid((8, 8))).abs().max() < 0.05
+    identity = make_coordinate_grid((8, 8)).expand(2, 2, 8, 8, 2)
+    still = net(source, kp, kp, foreground_grids=identity)
+    assert (still["deformation"] - make_coordinate_grid((8, 8))).abs().max() < 1e-5
     single = DenseMotionNetwork(4, 2, 16, num_tps=2, num_channels=3, scale_factor=0.25, multi_mask=False)
     assert len(single(torch.rand(2, 3, 32, 32), kp, kp)["occlusion_map"]) == 1
 

@@ -177,7 +177,14 @@ def _build_optimizers(model, train_params: dict[str, Any]):
         key = f"lr_{name}"
         if key not in train_params:
             raise KeyError(f"train_params has no {key!r} for the {name} optimizer")
-        optimizers[name] = torch.optim.Adam(params, lr=train_params[key], betas=(0.5, 0.999))
+        # weight_decay: TPSMM's reference uses 1e-4 (L2 added to the gradient, as torch Adam
+        # does); FOMM and MRAA use none, so an absent key means Adam's own 0.
+        optimizers[name] = torch.optim.Adam(
+            params,
+            lr=train_params[key],
+            betas=(0.5, 0.999),
+            weight_decay=float(train_params.get("weight_decay", 0.0)),
+        )
         schedulers[name] = torch.optim.lr_scheduler.MultiStepLR(
             optimizers[name], milestones=train_params["epoch_milestones"], gamma=0.1
         )

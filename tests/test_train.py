@@ -131,3 +131,18 @@ def test_mixed_precision_and_channels_last_train(tiny_dataset, tiny_fomm_config,
     assert all(torch.isfinite(v).all() for v in _weights(path).values())
     info = json.loads((tmp_path / "run" / "run.json").read_text())
     assert info["mixed_precision"] == precision and info["channels_last"] is True
+
+
+def test_weight_decay_reaches_every_optimizer():
+    from methods.registry import build_model
+    from methods.config import load_method_config
+    from methods.train import _build_optimizers
+
+    config = load_method_config(REPO / "methods/configs/tpsmm/taichi.yaml")
+    assert config["train_params"]["weight_decay"] == pytest.approx(1e-4)  # the reference's value
+    model = build_model(config, with_losses=False)
+    optimizers, _ = _build_optimizers(model, config["train_params"])
+    assert all(g["weight_decay"] == pytest.approx(1e-4) for o in optimizers.values() for g in o.param_groups)
+    del config["train_params"]["weight_decay"]
+    optimizers, _ = _build_optimizers(model, config["train_params"])
+    assert all(g["weight_decay"] == 0 for o in optimizers.values() for g in o.param_groups)

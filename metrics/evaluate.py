@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,9 +46,13 @@ class Evaluation:
     record: dict[str, Any] = field(default_factory=dict)
 
 
-def batched(fn: Callable[[np.ndarray], np.ndarray], frames: np.ndarray, batch_size: int) -> np.ndarray:
+def batched(
+    fn: Callable[[np.ndarray], np.ndarray], frames: np.ndarray, batch_size: int
+) -> np.ndarray:
     """``fn`` over ``frames`` in chunks of ``batch_size`` (1 = the reference's frame-by-frame loop)."""
-    return np.concatenate([fn(frames[s : s + batch_size]) for s in range(0, len(frames), batch_size)])
+    return np.concatenate(
+        [fn(frames[s : s + batch_size]) for s in range(0, len(frames), batch_size)]
+    )
 
 
 def _backend_record(backend: Any, kind: str, extra: dict[str, Any]) -> dict[str, Any]:
@@ -56,6 +61,44 @@ def _backend_record(backend: Any, kind: str, extra: dict[str, Any]) -> dict[str,
     if validation:
         record["validation"] = validation
     return record
+
+
+def _read_pair(
+    dataset_root: Path, reconstruction_dir: Path, video: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Ground-truth frames and the reconstruction of ``video``, checked to match."""
+    truth = read_video(dataset_root / "test" / video)
+    path = reconstruction_dir / f"{video}.png"
+    if not path.exists():
+        raise FileNotFoundError(f"no reconstruction {path} for test video {video}")
+    prediction = read_stacked_png(path, frame_width=truth.shape[2])
+    if prediction.shape != truth.shape:
+        raise ValueError(
+            f"{path}: {prediction.shape[0]} frames of {prediction.shape[1:]} but the video has "
+            f"{truth.shape[0]} of {truth.shape[1:]}"
+        )
+    return truth, prediction
+
+
+def _truth_and_generated(
+    cache: GroundTruthCache,
+    video: str,
+    truth: np.ndarray,
+    prediction: np.ndarray,
+    fn: Callable[[np.ndarray], np.ndarray],
+    batch_size: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``fn`` of the ground truth (cached) and of the generated frames. On a cache miss both
+    go through the evaluator in shared batches: one video's frames rarely fill a batch."""
+    generated: list[np.ndarray] = []
+
+    def compute(frames: np.ndarray) -> np.ndarray:
+        out = batched(fn, np.concatenate([frames, prediction]), batch_size)
+        generated.append(out[len(frames) :])
+        return out[: len(frames)]
+
+    gt = cache.get(video, truth, compute)
+    return gt, generated[0] if generated else batched(fn, prediction, batch_size)
 
 
 def measure(
@@ -77,36 +120,44 @@ def measure(
             caches[kind] = GroundTruthCache(root, kind, backend.info)
     mode = protocol.keypoints["mode"] if protocol.keypoints else None
     tables, gt_found = [], {"keypoints": False, "identity": False}
-    bar = tqdm(total=len(videos), desc=f"evaluate ({protocol.name})", unit="video", disable=not progress)
-    for video in videos:
-        truth = read_video(dataset_root / "test" / video)
-        path = reconstruction_dir / f"{video}.png"
-        if not path.exists():
-            raise FileNotFoundError(f"no reconstruction {path} for test video {video}")
-        prediction = read_stacked_png(path, frame_width=truth.shape[2])
-        if prediction.shape != truth.shape:
-            raise ValueError(
-                f"{path}: {prediction.shape[0]} frames of {prediction.shape[1:]} but the video has "
-                f"{truth.shape[0]} of {truth.shape[1:]}"
-            )
-        table = pd.DataFrame({"video": video, "frame": range(truth.shape[0])})
-        table["l1"] = l1_per_frame(prediction, truth)
-        if keypoint_backend is not None:
-            detect = keypoint_backend.detect
-            gt_kp = caches["keypoints"].get(video, truth, lambda f, d=detect: batched(d, f, batch_size))
-            gt_found["keypoints"] |= bool(np.isfinite(gt_kp).all(-1).any())
-            columns = keypoint_metrics(gt_kp, batched(detect, prediction, batch_size), mode)
-            for column, values in columns.items():
-                if column.split("_")[0] in protocol.metrics:
+    bar = tqdm(
+        total=len(videos), desc=f"evaluate ({protocol.name})", unit="video", disable=not progress
+    )
+    with ThreadPoolExecutor(max_workers=1) as reader:
+        # Decoding the next video's PNGs overlaps the evaluators' work on this one.
+        pending = (
+            reader.submit(_read_pair, dataset_root, reconstruction_dir, videos[0])
+            if videos
+            else None
+        )
+        for i, video in enumerate(videos):
+            truth, prediction = pending.result()
+            if i + 1 < len(videos):
+                pending = reader.submit(_read_pair, dataset_root, reconstruction_dir, videos[i + 1])
+            table = pd.DataFrame({"video": video, "frame": range(truth.shape[0])})
+            table["l1"] = l1_per_frame(prediction, truth)
+            if keypoint_backend is not None:
+                gt_kp, kp = _truth_and_generated(
+                    caches["keypoints"],
+                    video,
+                    truth,
+                    prediction,
+                    keypoint_backend.detect,
+                    batch_size,
+                )
+                gt_found["keypoints"] |= bool(np.isfinite(gt_kp).all(-1).any())
+                for column, values in keypoint_metrics(gt_kp, kp, mode).items():
+                    if column.split("_")[0] in protocol.metrics:
+                        table[column] = values
+            if identity_backend is not None:
+                gt_id, emb = _truth_and_generated(
+                    caches["identity"], video, truth, prediction, identity_backend.embed, batch_size
+                )
+                gt_found["identity"] |= bool(np.isfinite(gt_id).all(-1).any())
+                for column, values in aed(gt_id, emb).items():
                     table[column] = values
-        if identity_backend is not None:
-            embed = identity_backend.embed
-            gt_id = caches["identity"].get(video, truth, lambda f, e=embed: batched(e, f, batch_size))
-            gt_found["identity"] |= bool(np.isfinite(gt_id).all(-1).any())
-            for column, values in aed(gt_id, batched(embed, prediction, batch_size)).items():
-                table[column] = values
-        tables.append(table)
-        bar.update()
+            tables.append(table)
+            bar.update()
     bar.close()
     for kind, backend in (("keypoints", keypoint_backend), ("identity", identity_backend)):
         if backend is not None and not gt_found[kind]:
@@ -122,10 +173,15 @@ def measure(
         "videos": len(videos),
         "evaluators": {},
         "skipped": skipped_frames(table),
-        "gt_cache": {kind: {"dir": str(c.dir), "hits": c.hits, "misses": c.misses} for kind, c in caches.items()},
+        "gt_cache": {
+            kind: {"dir": str(c.dir), "hits": c.hits, "misses": c.misses}
+            for kind, c in caches.items()
+        },
     }
     if keypoint_backend is not None:
-        record["evaluators"]["keypoints"] = _backend_record(keypoint_backend, "keypoints", {"mode": mode})
+        record["evaluators"]["keypoints"] = _backend_record(
+            keypoint_backend, "keypoints", {"mode": mode}
+        )
     if identity_backend is not None:
         record["evaluators"]["identity"] = _backend_record(identity_backend, "identity", {})
     return Evaluation(table, record)
@@ -147,7 +203,14 @@ def evaluate_reconstructions(
     proto = get_protocol(protocol)
     keypoint, identity = build_backends(proto, device, Path(weights_dir), evaluators_dir)
     return measure(
-        Path(reconstruction_dir), Path(dataset_root), proto, keypoint, identity, gt_cache_dir, batch_size, progress
+        Path(reconstruction_dir),
+        Path(dataset_root),
+        proto,
+        keypoint,
+        identity,
+        gt_cache_dir,
+        batch_size,
+        progress,
     )
 
 
@@ -155,6 +218,8 @@ def write_metrics(evaluation: Evaluation | pd.DataFrame, path: Path) -> None:
     """``metrics.csv`` (and ``metrics.json`` beside it when there is a record), atomically."""
     table = evaluation.table if isinstance(evaluation, Evaluation) else evaluation
     if isinstance(evaluation, Evaluation):
-        write_text(Path(path).with_suffix(".json"), json.dumps(evaluation.record, indent=2, sort_keys=True))
+        write_text(
+            Path(path).with_suffix(".json"), json.dumps(evaluation.record, indent=2, sort_keys=True)
+        )
     with atomic_path(path) as tmp:
         table.to_csv(tmp, index=False)

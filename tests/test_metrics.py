@@ -91,7 +91,9 @@ def test_synthetic_protocol_measures_all_four_and_records_evaluators(tiny_datase
     # A second run (another method) reuses the ground truth: no evaluator pass on it.
     again = evaluate_reconstructions(recon, tiny_dataset, "synthetic", progress=False, **kwargs)
     assert again.record["gt_cache"]["keypoints"] == {**record["gt_cache"]["keypoints"], "hits": videos, "misses": 0}
-    pd.testing.assert_frame_equal(again.table, table)
+    # Same metrics within float noise: on a cache miss the generated frames share batches with
+    # the ground truth, on a hit they go alone (conv kernels may sum in another order).
+    pd.testing.assert_frame_equal(again.table, table, check_exact=False, atol=1e-4, rtol=0)
     write_metrics(evaluation, tmp_path / "run" / "metrics.csv")
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["protocol"] == "synthetic"
     assert len(pd.read_csv(tmp_path / "run" / "metrics.csv")) == len(table)
@@ -152,19 +154,23 @@ def test_backend_that_finds_nothing_in_the_ground_truth_is_an_error(tiny_dataset
 
 def test_nothing_found_in_generated_frames_is_counted_not_averaged(tiny_dataset, tiny_evaluators, tmp_path):
     # Generated frames in which the evaluator finds no joint: MKR = 1, AKD skipped and counted.
-    _copy_truth(tiny_dataset, tmp_path)
+    # The generated frames are the ground truth's negatives; the evaluator is blind to those.
+    _copy_truth(tiny_dataset, tmp_path, lambda i, f: 255 - f)
     real = build_keypoint_backend("synthetic", weights_dir=tiny_evaluators)
 
     class GeneratedBlind:
         info, num_joints = real.info, 15
 
-        def __init__(self):
-            self.calls = 0
-
         def detect(self, frames):
-            self.calls += 1
             out = real.detect(frames)
-            return out if self.calls % 2 == 1 else np.full_like(out, np.nan)  # gt pass, then generated
+            truth = np.array([_is_truth(f) for f in frames])
+            out[~truth] = np.nan
+            return out
+
+    frames_of_truth = {f.tobytes() for v in available_videos(tiny_dataset, "test") for f in read_video(tiny_dataset / "test" / v)}
+
+    def _is_truth(frame):
+        return frame.tobytes() in frames_of_truth
 
     protocol = get_protocol("synthetic")
     table = measure(tmp_path, tiny_dataset, protocol, GeneratedBlind(), None, tmp_path / "c", 1000, False).table

@@ -30,7 +30,7 @@ from metrics.evaluate import measure  # noqa: E402
 from metrics.registry import build_backends, get_protocol  # noqa: E402
 from metrics.train_evaluators import train_evaluators  # noqa: E402
 
-DATASET = {"train_videos": 4, "test_videos": 4, "num_identities": 4, "num_test_identities": 2}
+DATASET = {"train_videos": 4, "test_videos": 12, "num_identities": 4, "num_test_identities": 2}
 
 
 def timed_pass(recon: Path, dataset: Path, protocol, backends, cache: Path, batch_size: int) -> tuple[float, int]:

@@ -69,14 +69,20 @@ def convex_hull_area(points: np.ndarray) -> float:
 def movement_scale(source_points: torch.Tensor, initial_points: torch.Tensor) -> torch.Tensor:
     """Per-sample ``sqrt(area(source hull) / area(initial driving hull))``, shape (B, 1, 1).
 
-    The references compute it for sample 0 only (they animate one pair at a time); per sample
-    is the same for B = 1. A degenerate driving hull (area 0) gives scale 1 with a warning,
+    The one movement-scale rule of every method's relative mode (FOMM keypoints, MRAA region
+    shifts, TPSMM/CPAB keypoints). The references compute it for sample 0 only (they animate
+    one pair at a time); per sample is the same for B = 1, and a batch of 1 on either side is
+    broadcast to the other's batch (one source animated by many frames, or the reverse). Areas
+    are computed in float64. A degenerate driving hull (area 0) gives scale 1 with a warning,
     where the references would fail inside Qhull.
     """
+    src = source_points.detach().double().cpu().numpy()
+    init = initial_points.detach().double().cpu().numpy()
+    if len(src) != len(init) and 1 in (len(src), len(init)):
+        src, init = np.broadcast_arrays(src, init)
     scales = []
-    for src, init in zip(source_points.detach().float().cpu().numpy(),
-                         initial_points.detach().float().cpu().numpy(), strict=True):
-        area_src, area_init = convex_hull_area(src), convex_hull_area(init)
+    for s, i in zip(src, init, strict=True):
+        area_src, area_init = convex_hull_area(s), convex_hull_area(i)
         if area_init <= 1e-12:
             log.warning("initial driving keypoints are collinear; movement scale set to 1")
             scales.append(1.0)

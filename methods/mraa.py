@@ -14,11 +14,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from scipy.spatial import ConvexHull
 from torch import nn
 
+from methods.animate import movement_scale
 from methods.background.conv_affine import BGMotionPredictor
 from methods.base import AnimationModel, Motion
 from methods.detectors.region import RegionPredictor
@@ -47,11 +46,6 @@ def equivariance_affine_loss(
         product = align_axes(product)
     eye = torch.eye(2, dtype=product.dtype, device=product.device)
     return (eye - product).abs().mean()
-
-
-def hull_area(points: torch.Tensor) -> float:
-    """Area of the convex hull of (K, 2) points (the reference's movement-scale measure)."""
-    return float(ConvexHull(points.detach().cpu().double().numpy()).volume)
 
 
 @register_method("mraa")
@@ -199,11 +193,7 @@ class MRAA(AnimationModel):
         out = {k: v for k, v in motion_driving.items() if k != FRAME_KEY}
         shift_diff = motion_driving["shift"] - motion_driving_initial["shift"]
         if adapt_movement_scale:
-            scale = [
-                np.sqrt(hull_area(s)) / np.sqrt(hull_area(d))
-                for s, d in zip(motion_source["shift"], motion_driving_initial["shift"], strict=True)
-            ]
-            shift_diff = shift_diff * torch.tensor(scale, dtype=shift_diff.dtype, device=shift_diff.device).view(-1, 1, 1)
+            shift_diff = shift_diff * movement_scale(motion_source["shift"], motion_driving_initial["shift"])
         out["shift"] = motion_source["shift"] + shift_diff
         if "affine" in motion_driving:
             out["affine"] = (

@@ -27,12 +27,11 @@ import math
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.spatial import ConvexHull
 from torch import nn
 
+from methods.animate import movement_scale
 from methods.background.resnet_affine import ResNetAffine
 from methods.base import AnimationModel, Motion
 from methods.dense_motion.transform_based import DenseMotionNetwork
@@ -60,10 +59,6 @@ def dropout_probability(epoch: int, train_params: dict[str, Any]) -> float:
     maxp = float(train_params["dropout_maxp"])
     ramp = epoch / float(train_params["dropout_inc_epoch"]) * maxp + float(train_params["dropout_startp"])
     return min(ramp, maxp)
-
-
-def _hull_area(points: np.ndarray) -> float:
-    return float(ConvexHull(points).volume)  # a 2-D hull's "volume" is its area
 
 
 @register_method("tpsmm")
@@ -253,12 +248,7 @@ class TPSMM(AnimationModel):
         """
         displacement = motion_driving["fg_kp"] - motion_driving_initial["fg_kp"]
         if adapt_movement_scale:
-            src = motion_source["fg_kp"].detach().cpu().double().numpy()
-            ini = motion_driving_initial["fg_kp"].detach().cpu().double().numpy()
-            ini = np.broadcast_to(ini, src.shape) if ini.shape[0] == 1 else ini
-            src = np.broadcast_to(src, ini.shape) if src.shape[0] == 1 else src
-            scale = [math.sqrt(_hull_area(s) / _hull_area(d)) for s, d in zip(src, ini, strict=True)]
-            displacement = displacement * torch.tensor(scale, dtype=displacement.dtype, device=displacement.device).view(-1, 1, 1)
+            displacement = displacement * movement_scale(motion_source["fg_kp"], motion_driving_initial["fg_kp"])
         return {"fg_kp": motion_source["fg_kp"] + displacement}
 
     def avd_encode(self, motion: Motion) -> torch.Tensor:

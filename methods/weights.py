@@ -143,12 +143,43 @@ register(
 )
 register(
     WeightsFile(
+        name="sam_vit_l",
+        filename="sam_vit_l_0b3195.pth",
+        url="https://dl.fbaipublicfiles.com/segment_anything/sam_vit_l_0b3195.pth",
+        sha256_prefix="3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622",
+        description="Segment Anything ViT-L (CPAB keypoint-semantic loss, variant vit_l)",
+        checksum_source="segment-anything README checkpoint link; digest as pinned by independent users (size not cross-checked)",
+    )
+)
+register(
+    WeightsFile(
+        name="sam_vit_h",
+        filename="sam_vit_h_4b8939.pth",
+        url="https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth",
+        sha256_prefix="a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e",
+        size=2_564_550_879,
+        description="Segment Anything ViT-H (CPAB keypoint-semantic loss, variant vit_h)",
+        checksum_source="segment-anything README checkpoint link; digest and size as pinned by independent users",
+    )
+)
+register(
+    WeightsFile(
         name="dino_vitb8",
         filename="dino_vitbase8_pretrain.pth",
         url="https://dl.fbaipublicfiles.com/dino/dino_vitbase8_pretrain/dino_vitbase8_pretrain.pth",
         sha256_prefix="",
         description="DINO ViT-B/8 backbone (CPAB structure loss)",
         checksum_source="facebookresearch/dino hub URL; no checksum published",
+    )
+)
+register(
+    WeightsFile(
+        name="dino_vits8",
+        filename="dino_deitsmall8_pretrain.pth",
+        url="https://dl.fbaipublicfiles.com/dino/dino_deitsmall8_pretrain/dino_deitsmall8_pretrain.pth",
+        sha256_prefix="",
+        description="DINO ViT-S/8 backbone (a smaller CPAB structure-loss variant; the paper uses ViT-B/8)",
+        checksum_source="facebookresearch/dino README/hub URL; no checksum published",
     )
 )
 
@@ -181,23 +212,32 @@ def verify_file(entry: WeightsFile, path: Path) -> tuple[str, str]:
         return f"corrupt: {path.stat().st_size} bytes, expected {entry.size}", ""
     digest = file_sha256(path)
     if not digest.startswith(entry.sha256_prefix):
-        return f"corrupt: sha256 {digest[:16]}… does not start with {entry.sha256_prefix[:16]}", digest
+        return (
+            f"corrupt: sha256 {digest[:16]}… does not start with {entry.sha256_prefix[:16]}",
+            digest,
+        )
     return ("ok" if entry.sha256_prefix else "unverified"), digest
 
 
-def resolve_with_sha256(name: str, weights_dir: str | Path = DEFAULT_WEIGHTS_DIR) -> tuple[Path, str]:
+def resolve_with_sha256(
+    name: str, weights_dir: str | Path = DEFAULT_WEIGHTS_DIR
+) -> tuple[Path, str]:
     """Verified local path of weights ``name`` and the file's full SHA-256 (recorded by evaluators)."""
     entry = _entry(name)
     path = Path(weights_dir) / entry.filename
     if not path.is_file():
-        raise MissingWeightsError(f"missing weights file {path} ({entry.description}). {_how(entry, weights_dir)}")
+        raise MissingWeightsError(
+            f"missing weights file {path} ({entry.description}). {_how(entry, weights_dir)}"
+        )
     status, digest = verify_file(entry, path)
     if status.startswith("corrupt"):
         raise MissingWeightsError(
             f"weights file {path} is {status}; it is truncated or a different file. {_how(entry, weights_dir)}"
         )
     if status == "unverified":
-        LOG.warning("weights %s: upstream publishes no checksum; loaded file has sha256 %s", path, digest)
+        LOG.warning(
+            "weights %s: upstream publishes no checksum; loaded file has sha256 %s", path, digest
+        )
     return path, digest
 
 
@@ -208,7 +248,9 @@ def resolve(name: str, weights_dir: str | Path = DEFAULT_WEIGHTS_DIR, verify: bo
     entry = _entry(name)
     path = Path(weights_dir) / entry.filename
     if not path.is_file():
-        raise MissingWeightsError(f"missing weights file {path} ({entry.description}). {_how(entry, weights_dir)}")
+        raise MissingWeightsError(
+            f"missing weights file {path} ({entry.description}). {_how(entry, weights_dir)}"
+        )
     return path
 
 
@@ -261,7 +303,9 @@ def fetch(name: str, weights_dir: str | Path = DEFAULT_WEIGHTS_DIR) -> Path:
             _download(entry.url, Path(tmp), entry.filename)
             status, digest = verify_file(entry, Path(tmp))
             if status.startswith("corrupt"):
-                raise WeightsFetchError(f"download of {entry.url} is {status}; nothing was written to {path}")
+                raise WeightsFetchError(
+                    f"download of {entry.url} is {status}; nothing was written to {path}"
+                )
     except (urllib.error.URLError, OSError) as err:
         if isinstance(err, WeightsFetchError):
             raise

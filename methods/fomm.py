@@ -15,9 +15,8 @@ from torch import nn
 from methods.base import AnimationModel, Motion
 from methods.detectors.keypoint import KPDetector
 from methods.generators.occlusion_aware import OcclusionAwareGenerator
-from methods.losses.equivariance import equivariance_jacobian_loss, equivariance_value_loss
+from methods.losses.equivariance import equivariance_terms
 from methods.losses.perceptual import PyramidPerceptualLoss
-from methods.losses.random_tps import RandomTPS
 from methods.registry import register_method
 from methods.weights import DEFAULT_WEIGHTS_DIR
 
@@ -146,26 +145,20 @@ class FOMM(AnimationModel):
             else 0.0
         )
         if w_value != 0 or w_jac != 0:
-            transform = RandomTPS(
-                driving.shape[0],
-                **self.transform_params,
+            value_loss, jac_loss, transformed_frame, transformed_kp = equivariance_terms(
+                self.kp_detector,
+                driving,
+                kp_driving,
+                self.transform_params,
+                points_key="value",
+                matrix_key="jacobian" if w_jac != 0 else None,
                 generator=self.rng,
-                device=driving.device,
-                dtype=driving.dtype,
                 align_corners=self.align_corners,
             )
-            transformed_frame = transform.transform_frame(driving)
-            transformed_kp = self.kp_detector(transformed_frame)
             generated["transformed_frame"] = transformed_frame
             generated["transformed_kp"] = transformed_kp["value"]
             if w_value != 0:
-                warped = transform.warp_coordinates(transformed_kp["value"])
-                losses["equivariance_value"] = w_value * equivariance_value_loss(
-                    kp_driving["value"], warped
-                )
+                losses["equivariance_value"] = w_value * value_loss
             if w_jac != 0:
-                composed = transform.jacobian(transformed_kp["value"]) @ transformed_kp["jacobian"]
-                losses["equivariance_jacobian"] = w_jac * equivariance_jacobian_loss(
-                    kp_driving["jacobian"], composed
-                )
+                losses["equivariance_jacobian"] = w_jac * jac_loss
         return losses, generated

@@ -11,6 +11,7 @@ losses (region shifts and affines under a random TPS warp of the driving frame).
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,30 +23,13 @@ from methods.background.conv_affine import BGMotionPredictor
 from methods.base import AnimationModel, Motion
 from methods.detectors.region import RegionPredictor
 from methods.generators.skip_connections import Generator
-from methods.losses.equivariance import equivariance_value_loss
+from methods.losses.equivariance import equivariance_affine_loss, equivariance_terms
 from methods.losses.perceptual import PyramidPerceptualLoss
-from methods.losses.random_tps import RandomTPS
-from methods.motion.pca import align_axes
 from methods.registry import register_method
 from methods.weights import DEFAULT_WEIGHTS_DIR
 
 #: Key under which :meth:`MRAA.encode` keeps the frame itself, for the background predictor.
 FRAME_KEY = "frame"
-
-
-def equivariance_affine_loss(
-    affine_driving: torch.Tensor, affine_transformed: torch.Tensor, revert_axis_swap: bool
-) -> torch.Tensor:
-    """Mean |I - A_d^{-1} (J_T A_T)| (``affine_transformed`` is the composed J_T A_T).
-
-    With ``revert_axis_swap`` the product is first multiplied by the sign of its (0, 0) entry,
-    so an SVD sign flip of a region's axes is not penalised (MRAA's equivariance affine loss).
-    """
-    product = torch.inverse(affine_driving) @ affine_transformed
-    if revert_axis_swap:
-        product = align_axes(product)
-    eye = torch.eye(2, dtype=product.dtype, device=product.device)
-    return (eye - product).abs().mean()
 
 
 @register_method("mraa")
@@ -153,28 +137,23 @@ class MRAA(AnimationModel):
         if w_affine != 0 and "affine" not in regions_driving:
             raise ValueError("equivariance_affine needs region affines: set estimate_affine or pca_based")
         if w_shift != 0 or w_affine != 0:
-            transform = RandomTPS(
-                driving.shape[0],
-                **self.transform_params,
+            shift_loss, affine_loss, transformed_frame, transformed = equivariance_terms(
+                self.region_predictor,
+                driving,
+                regions_driving,
+                self.transform_params,
+                points_key="shift",
+                matrix_key="affine" if w_affine != 0 else None,
+                matrix_loss=partial(equivariance_affine_loss, revert_axis_swap=self.revert_axis_swap),
                 generator=self.rng,
-                device=driving.device,
-                dtype=driving.dtype,
                 align_corners=self.align_corners,
             )
-            transformed_frame = transform.transform_frame(driving)
-            transformed = self.region_predictor(transformed_frame)
             generated["transformed_frame"] = transformed_frame
             generated["transformed_shift"] = transformed["shift"]
             if w_shift != 0:
-                warped = transform.warp_coordinates(transformed["shift"])
-                losses["equivariance_shift"] = w_shift * equivariance_value_loss(
-                    regions_driving["shift"], warped
-                )
+                losses["equivariance_shift"] = w_shift * shift_loss
             if w_affine != 0:
-                composed = transform.jacobian(transformed["shift"]) @ transformed["affine"]
-                losses["equivariance_affine"] = w_affine * equivariance_affine_loss(
-                    regions_driving["affine"], composed, self.revert_axis_swap
-                )
+                losses["equivariance_affine"] = w_affine * affine_loss
         return losses, generated
 
     def relative_motion(

@@ -16,6 +16,7 @@ from methods.background.conv_affine import BGMotionPredictor
 from methods.blocks import make_coordinate_grid
 from methods.config import MethodConfigError, load_method_config, validate_method_config
 from methods.detectors.region import RegionPredictor
+from methods.losses.equivariance import equivariance_affine_loss
 from methods.motion.pca import (
     covariance_to_affine,
     heatmap_covariance,
@@ -24,7 +25,7 @@ from methods.motion.pca import (
     region_gaussian,
     region_motions,
 )
-from methods.mraa import MRAA, equivariance_affine_loss
+from methods.mraa import MRAA
 from methods.registry import build_model
 from methods.train import TrainOptions, train
 

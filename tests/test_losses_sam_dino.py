@@ -313,7 +313,7 @@ def test_dino_official_checkpoint_loads_strictly(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_real_size_sam_vit_b_and_dino_vitb8_run_at_random_init():
-    """The default architectures (SAM ViT-B at 1024, DINO ViT-B/8 at 224): ~2.5 min on 2 CPU cores."""
+    """The default architectures (SAM ViT-B at 1024, DINO ViT-B/8 at 224): 2.5-4 min on 2 shared CPU cores."""
     torch.manual_seed(0)
     start = time.perf_counter()
     sam = KeypointSemanticLoss(pretrained=False)

@@ -94,7 +94,57 @@ def fit_objective(
     prec = prior_precision(cpab.tess, prior or cpab.prior)
     kd = kp_driving.detach().to(torch.float64)
     out = cpab.transform(kd, theta.detach().to(torch.float64), method="closed_form")
-    return _regularised_objective(out, kp_source.detach().to(torch.float64), theta.detach(), prec, reg)
+    return _regularised_objective(
+        out, kp_source.detach().to(torch.float64), theta.detach(), prec, reg
+    )
+
+
+def _select_rows(segments, rows: torch.Tensor, batch: int, n: int, ncell: int):
+    """The planned segments of batch rows ``rows`` only, renumbered as a batch of their own.
+
+    A plan of several candidate batches at once costs little more than one (the search is
+    bound by per-op overhead, not by points); the Jacobian is then replayed for the chosen
+    candidates alone.
+    """
+    new = torch.full((batch,), -1, dtype=torch.long)
+    new[rows] = torch.arange(rows.numel())
+    out = []
+    for idx, g, dur in segments:
+        b = new[idx // n]
+        keep = b >= 0
+        out.append((b[keep] * n + idx[keep] % n, b[keep] * ncell + g[keep] % ncell, dur[keep]))
+    return out
+
+
+def _damped_targets(
+    jac: torch.Tensor,
+    cov: torch.Tensor,
+    theta: torch.Tensor,
+    r: torch.Tensor,
+    reg: float,
+    mu: torch.Tensor,
+) -> torch.Tensor:
+    """Levenberg-Marquardt steps for K damping values at once.
+
+    Per set and damping mu (both in the prior metric), the minimiser t of
+    ``|r + J (t - theta)|^2 + reg |t|^2_P + mu |t - theta|^2_P`` (P = Sigma^-1): in kernel
+    form ``m + Sigma J^T (J Sigma J^T + (reg + mu) I)^-1 (y - J m)`` with
+    ``y = J theta - r`` and ``m = mu theta / (reg + mu)``. mu = 0 is the Gauss-Newton
+    step; large mu shrinks the step towards a Sigma-preconditioned gradient step.
+
+    Shapes: jac (S, M, d), theta (S, d), r (S, M), mu (S, K) -> (S, K, d).
+    """
+    s, m_rows, d = jac.shape
+    lam = reg + mu  # (S, K)
+    mean = (mu / lam)[..., None] * theta[:, None]  # (S, K, d)
+    js = jac @ cov  # (S, M, d)
+    gram = js @ jac.transpose(1, 2)  # (S, M, M)
+    eye = torch.eye(m_rows, dtype=jac.dtype, device=jac.device)
+    gram = gram[:, None] + lam[..., None, None] * eye  # (S, K, M, M)
+    y = (jac @ theta.unsqueeze(-1)).squeeze(-1) - r  # (S, M)
+    rhs = y[:, None] - torch.einsum("smd,skd->skm", jac, mean)
+    w = torch.linalg.solve(gram, rhs.unsqueeze(-1)).squeeze(-1)  # (S, K, M)
+    return mean + torch.einsum("smd,skm->skd", js, w)
 
 
 def fit_fast(
@@ -103,16 +153,30 @@ def fit_fast(
     kp_source: torch.Tensor,
     prior: Prior | None = None,
     reg: float = 1e-5,
-    gn_steps: int = 2,
+    gn_steps: int = 3,
     differentiable: bool = True,
+    damping: tuple[float, ...] = (0.0, 1e-3, 1e-2, 1e-1, 1.0),
+    rtol: float = 1e-3,
 ) -> torch.Tensor:
-    """Regularised least squares in the linearised space, then damped Gauss-Newton.
+    """Regularised least squares by Levenberg-Marquardt with a ladder of dampings per step.
 
     Minimises ``|T_theta(kp_d) - kp_s|^2 + reg * theta^T Sigma^-1 theta`` (Sigma: prior
-    covariance). Start: one linear solve with the exact Jacobian at theta = 0 (T = x + v).
-    Each Gauss-Newton step uses finite-difference Jacobians of the exact integrator; a set
-    only moves when its objective decreases (else its next step is halved), so the result
-    is never worse than the linear start.
+    covariance) from theta = 0, where the exact Jacobian of T is that of the velocity
+    (``T = x + v_theta(x)`` to first order). Every step proposes one candidate per entry
+    of ``damping`` (0: the Gauss-Newton step; the others in units of the mean diagonal of
+    ``J Sigma J^T``, scaled by the set's current damping level) and scores them all in a
+    single exact hit-time search; a set takes its best candidate if that lowers its
+    objective, else its damping level rises 1000-fold. The level follows the chosen
+    candidate, so sets far from the solution take short, gradient-like steps and sets near
+    it take Gauss-Newton steps. A set stops after ``gn_steps`` steps, or once a step gains
+    less than ``rtol`` of its objective. The objective never increases, so the result is
+    never worse than theta = 0 nor than any earlier step. The first step's mu = 0 candidate
+    is the former linear start (one linear solve at theta = 0).
+
+    Jacobians of accepted candidates are forward differences on the exact integrator that
+    replay the candidate's planned segments (cells and hit times): that changes T only at
+    second order (hit-time effects cancel for continuous fields), so one hit-time search
+    serves all d columns.
 
     If ``differentiable`` and the keypoints require grad, the returned theta carries the
     implicit-function-theorem derivative d theta*/d(kp) = Sigma J^T (J Sigma J^T + reg I)^-1
@@ -120,6 +184,9 @@ def fit_fast(
 
     Args:
         kp_driving, kp_source: (S, N, 2) in [-1, 1]^2.
+        gn_steps: most damped Gauss-Newton steps per set after the first.
+        damping: the ladder of relative dampings tried at every step (0 allowed).
+        rtol: a set stops once a step lowers its objective by less than this fraction.
 
     Returns:
         (S, d) float64 theta.
@@ -130,26 +197,59 @@ def fit_fast(
     kd = kp_driving.detach().to(torch.float64)
     ks = kp_source.detach().to(torch.float64)
     s, n, _ = kd.shape
+    ladder = torch.as_tensor(damping, dtype=torch.float64)
+    k = ladder.numel()
+    ncell = cpab.tess.num_cells
 
-    j0 = cpab.velocity_jacobian(kd)
-    theta = _solve(j0, cov, (ks - kd).reshape(s, -1), reg)
-    out, jac, _ = _evaluate(cpab, kd, theta)
+    # theta = 0: T = identity, exact Jacobian of the velocity.
+    theta = torch.zeros(s, cpab.dim, dtype=torch.float64)
+    out = kd.clone()
+    jac = cpab.velocity_jacobian(kd)
     cur = _regularised_objective(out, ks, theta, prec, reg)
-    alpha = torch.ones(s, dtype=torch.float64)
-    for _ in range(gn_steps):
-        # One plan per step: it scores the candidate and, replayed, gives its Jacobian.
-        # Sets whose objective does not drop keep theta and halve their step (damping).
-        r = (out - ks).reshape(s, -1)
-        target = _solve(jac, cov, (jac @ theta.unsqueeze(-1)).squeeze(-1) - r, reg)
-        cand = theta + alpha[:, None] * (target - theta)
-        c_out, c_jac, _ = _evaluate(cpab, kd, cand)
-        c_obj = _regularised_objective(c_out, ks, cand, prec, reg)
-        ok = c_obj < cur
-        theta = torch.where(ok[:, None], cand, theta)
-        out = torch.where(ok[:, None, None], c_out, out)
-        jac = torch.where(ok[:, None, None], c_jac, jac)
-        cur = torch.where(ok, c_obj, cur)
-        alpha = torch.where(ok, torch.ones_like(alpha), 0.5 * alpha)
+    # Damping unit per set: the mean diagonal of J Sigma J^T at theta = 0, where damping
+    # starts to matter; the level multiplies the ladder and adapts.
+    unit = torch.einsum("smd,de,sme->s", jac, cov, jac) / jac.shape[1]
+    level = torch.ones(s, dtype=torch.float64)
+    rungs = ladder[ladder > 0]
+    rung_low = rungs.min() if rungs.numel() else torch.tensor(1.0, dtype=torch.float64)
+    span = float(rungs.max() / rung_low) * 10 if rungs.numel() else 10.0
+    rung_mid = (rungs.max() * rung_low).sqrt() if rungs.numel() else rung_low
+    active = torch.arange(s)
+    for _ in range(gn_steps + 1):
+        if active.numel() == 0:
+            break
+        th, jc, lv = theta[active], jac[active], level[active]
+        na = active.numel()
+        r = (out[active] - ks[active]).reshape(na, -1)
+        mu = (unit[active] * lv)[:, None] * ladder  # (A, K)
+        cand = _damped_targets(jc, cov, th, r, reg, mu)  # (A, K, d)
+        # One hit-time search for all candidates; row a * K + j is set a's candidate j.
+        flat = cand.reshape(na * k, -1)
+        kd_rep = kd[active].repeat_interleave(k, 0)
+        a = cpab.cell_matrices(flat)
+        segments, c_out = plan_segments(kd_rep, a, cpab.tess)
+        c_obj = _regularised_objective(
+            c_out, ks[active].repeat_interleave(k, 0), flat, prec, reg
+        ).reshape(na, k)
+        best_obj, best = c_obj.min(-1)
+        ok = best_obj < cur[active]
+        gain = (cur[active] - best_obj) / cur[active]
+        rows = (torch.arange(na) * k + best)[ok]
+        acc = active[ok]
+        if acc.numel():
+            sel = _select_rows(segments, rows, na * k, n, ncell)
+            c_jac = _jacobian(cpab, kd[acc], a[rows], sel, c_out[rows])
+            theta[acc] = flat[rows]
+            out[acc] = c_out[rows]
+            jac[acc] = c_jac
+            cur[acc] = best_obj[ok]
+        # Accepted: the ladder's middle moves a decade below the chosen damping (the usual
+        # LM decrease after success; Gauss-Newton counts as a decade below the lowest
+        # rung). Rejected: the ladder moves up by its span, past every rung just tried.
+        chosen = torch.where(ladder[best] > 0, ladder[best], rung_low / 10)
+        level[active] = torch.where(ok, lv * chosen / (10 * rung_mid), lv * span).clamp(1e-12, 1e12)
+        done = (ok & (gain < rtol)) | ~torch.isfinite(best_obj)
+        active = active[~done]
     needs = kp_driving.requires_grad or kp_source.requires_grad
     if not (differentiable and needs and torch.is_grad_enabled()):
         return theta

@@ -205,5 +205,5 @@ def test_train_avd_batch_larger_than_dataset_is_a_clear_error(tiny_dataset, tiny
     from methods.train_avd import AVDOptions, train_avd
 
     ckpt = _tiny_checkpoint(tmp_path, tiny_fomm_config)
-    with pytest.raises(ValueError, match="fewer than AVD batch_size 256"):
+    with pytest.raises(ValueError, match=r"fewer than AVD batch_size \d+; raise num_repeats"):
         train_avd(AVDOptions(ckpt, tiny_dataset, tmp_path / "avd.pt", params={"num_repeats": 1}, progress=False))

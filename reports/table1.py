@@ -60,7 +60,7 @@ def load_run(results_dir: Path, dataset: str, run: str) -> RunResult:
     )
 
 
-def _fmt(value: float | None, metric: str) -> str:
+def fmt_metric(value: float | None, metric: str) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "—"
     return f"{value:.4f}" if metric in ("L1", "MKR") else f"{value:.3f}"
@@ -83,7 +83,7 @@ def build_rows(results: list[RunResult], datasets: list[str], runs: list[str]) -
                 result = ours.get((method, dataset))
                 mine = result.frame_weighted.get(METRIC_KEYS[metric]) if result else None
                 theirs = ref[metric].iloc[0] if len(ref) else ""
-                cells.append({"ours": _fmt(mine, metric), "paper": theirs or "—"})
+                cells.append({"ours": fmt_metric(mine, metric), "paper": theirs or "—"})
         rows.append({"method": method, "label": name or method, "is_run": is_run, "cells": cells})
     return rows
 

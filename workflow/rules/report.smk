@@ -82,3 +82,33 @@ rule index:
         ROTATE_LOG
         + "animbench report index --config-json {params.config:q} --config-name {params.config_name:q} --out {output.html}"
         + TO_LOG
+
+
+include: "report_helpers.smk"
+
+
+# Rows whose runs need weights this machine lacks are not inputs (not trained); the page shows
+# them as not run, with the missing file and the fetch command.
+rule table2:
+    input:
+        metrics=table2_metrics,
+        baseline=table2_baseline,
+        code=step_sources("reports.table2"),
+    output:
+        html="reports/table2.html",
+    params:
+        config=json.dumps(config),
+        config_name=", ".join(str(Path(f).name) for f in workflow.configfiles),
+    conda:
+        "../../environment.yml"
+    log:
+        "logs/report/table2.log",
+    benchmark:
+        "benchmarks/report/table2.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+    shell:
+        ROTATE_LOG
+        + "animbench report table2 --config-json {params.config:q} --config-name {params.config_name:q} --out {output.html}"
+        + TO_LOG

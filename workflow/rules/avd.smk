@@ -24,7 +24,7 @@ rule train_avd:
         "logs/train_avd/{dataset}/{run}.log",
     benchmark:
         "benchmarks/train_avd/{dataset}/{run}.tsv"
-    threads: all_cores
+    threads: train_threads
     resources:
         mem_mb=4000,
         gpu=0,

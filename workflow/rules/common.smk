@@ -65,6 +65,14 @@ def all_cores(wildcards):
         return 1
 
 
+def train_threads(wildcards):
+    """Cores of one training job: the config's `train_threads` (`all` or a number), at most
+    every core Snakemake was given."""
+    wanted = config.get("train_threads", "all")
+    cores = all_cores(wildcards)
+    return cores if wanted == "all" else min(int(wanted), cores)
+
+
 def device(wildcards, resources):
     """`--device` from the job's declared resources: `gpu: N>0` -> cuda, else auto."""
     return "cuda" if int(resources.get("gpu", 0) or 0) > 0 else "auto"

@@ -22,7 +22,7 @@ rule train_evaluators:
         "logs/evaluators/{dataset}.log",
     benchmark:
         "benchmarks/evaluators/{dataset}.tsv"
-    threads: all_cores
+    threads: train_threads
     resources:
         mem_mb=4000,
     shell:

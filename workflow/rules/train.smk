@@ -21,7 +21,7 @@ rule train:
         "logs/train/{dataset}/{run}.log",
     benchmark:
         "benchmarks/train/{dataset}/{run}.tsv"
-    threads: all_cores
+    threads: train_threads
     resources:
         mem_mb=8000,
         # GPUs for this job: 1 -> --device cuda, N > 1 -> torchrun with N processes.

@@ -14,7 +14,7 @@ _REGISTRY: dict[str, Builder] = {}
 
 # Modules whose import registers a built-in method. They import this module, so they are loaded
 # lazily (on first lookup) rather than at the top, which would be circular.
-BUILTIN_MODULES: tuple[str, ...] = ("methods.fomm", "methods.tpsmm", "methods.mraa")
+BUILTIN_MODULES: tuple[str, ...] = ("methods.fomm", "methods.tpsmm", "methods.mraa", "methods.cpab")
 _builtins_loaded = False
 
 

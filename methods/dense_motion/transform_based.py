@@ -56,6 +56,11 @@ class DenseMotionNetwork(nn.Module):
     ``num_occlusion_masks`` masks are produced, the first at the lowest resolution, the last at
     full input resolution; mask ``j`` has size ``input / 2**(num_occlusion_masks - 1 - j)``. The
     reference fixes it to 4 (an inpainting network with 3 down blocks).
+
+    ``num_tps`` sets the keypoint groups (``num_tps * 5`` heatmaps). ``num_transforms`` (default
+    ``num_tps``) is the number of foreground transforms combined with the background one; CPAB
+    passes ``num_cpab + 1`` (N local + 1 global) and supplies their grids through
+    ``foreground_grids``, as its release's network (same module names) does.
     """
 
     def __init__(
@@ -71,6 +76,7 @@ class DenseMotionNetwork(nn.Module):
         kp_variance: float = 0.01,
         num_occlusion_masks: int = 4,
         align_corners: bool = True,
+        num_transforms: int | None = None,
     ) -> None:
         super().__init__()
         if scale_factor != 1:
@@ -78,16 +84,17 @@ class DenseMotionNetwork(nn.Module):
         self.scale_factor = scale_factor
         self.multi_mask = multi_mask
         self.num_tps = num_tps
+        self.num_transforms = num_tps if num_transforms is None else int(num_transforms)
         self.bg = bg
         self.kp_variance = kp_variance
         self.align_corners = align_corners
 
-        in_features = num_channels * (num_tps + 1) + num_tps * POINTS_PER_TPS + 1
+        in_features = num_channels * (self.num_transforms + 1) + num_tps * POINTS_PER_TPS + 1
         self.hourglass = Hourglass(
             block_expansion, in_features, num_blocks, max_features, norm_layer=nn.InstanceNorm2d
         )
         levels = self.hourglass.level_filters
-        self.maps = nn.Conv2d(levels[-1], num_tps + 1, kernel_size=7, padding=3)
+        self.maps = nn.Conv2d(levels[-1], self.num_transforms + 1, kernel_size=7, padding=3)
 
         if multi_mask:
             # masks finer than the flow come from extra up blocks, coarser ones from the decoder
@@ -158,8 +165,8 @@ class DenseMotionNetwork(nn.Module):
         """Flow ``deformation`` (B, h, w, 2) at the reduced resolution, ``contribution_maps``,
         ``deformed_source`` and ``occlusion_map`` (a list, coarsest first).
 
-        ``foreground_grids`` (B, K, h, w, 2) replaces the TPS grids (CPAB); keypoints are still
-        needed for the heatmaps. ``dropout_p > 0`` turns on TPS dropout.
+        ``foreground_grids`` (B, K, h, w, 2) replaces the TPS grids (CPAB; K = ``num_transforms``);
+        keypoints are still needed for the heatmaps. ``dropout_p > 0`` turns on TPS dropout.
         """
         if self.scale_factor != 1:
             source_image = self.down(source_image)
@@ -169,7 +176,17 @@ class DenseMotionNetwork(nn.Module):
 
         heatmap = self.heatmap_representation(size, fg_driving, fg_source)
         if foreground_grids is None:
+            if self.num_transforms != self.num_tps:
+                raise ValueError(
+                    f"this network combines {self.num_transforms} foreground transforms, not "
+                    f"{self.num_tps} TPS: pass their grids as foreground_grids"
+                )
             foreground_grids = self.tps_grids(size, fg_driving, fg_source)
+        if foreground_grids.shape[1] != self.num_transforms:
+            raise ValueError(
+                f"foreground_grids has {foreground_grids.shape[1]} transforms, the network "
+                f"expects {self.num_transforms}"
+            )
         transformations = torch.cat(
             [self.background_grid(size, bg_param, bs, source_image), foreground_grids], dim=1
         )  # (B, K+1, h, w, 2)

@@ -35,8 +35,14 @@ def _points(b: int, n: int, seed: int = 0, lim: float = 1.0) -> torch.Tensor:
 
 @pytest.mark.parametrize(
     "nc,zb,vp,dim",
-    [(4, False, False, 58), (6, False, False, 130), (4, True, False, 62), (6, True, False, 142),
-     (4, False, True, 15), (6, False, True, 27)],
+    [
+        (4, False, False, 58),
+        (6, False, False, 130),
+        (4, True, False, 62),
+        (6, True, False, 142),
+        (4, False, True, 15),
+        (6, False, True, 27),
+    ],
 )
 def test_triangle_dimensions_match_libcpab(nc, zb, vp, dim):
     # Values measured with libcpab 0.1.3; the release's table gives 15 / 27 with volume preservation.
@@ -108,7 +114,9 @@ def test_closed_form_matches_numeric_as_steps_grow():
     x = _points(2, 300)
     exact = cpab.transform(x, theta)
     a = cpab.cell_matrices(theta)
-    errs = [(integrate_numeric(x, a, cpab.tess, s) - exact).abs().max().item() for s in (8, 64, 512)]
+    errs = [
+        (integrate_numeric(x, a, cpab.tess, s) - exact).abs().max().item() for s in (8, 64, 512)
+    ]
     assert errs[0] > errs[1] > errs[2]
     assert errs[2] < 2e-4
 
@@ -151,7 +159,9 @@ def test_gradient_finite_at_identity():
     out = cpab.transform(x, theta)
     (g,) = torch.autograd.grad(out.sum(), theta)
     assert torch.isfinite(g).all()
-    expected = cpab.velocity_jacobian(x).reshape(2, 7, 2, -1).sum((1, 2))  # dT/dtheta = dv/dtheta at 0
+    expected = (
+        cpab.velocity_jacobian(x).reshape(2, 7, 2, -1).sum((1, 2))
+    )  # dT/dtheta = dv/dtheta at 0
     assert torch.allclose(g, expected, atol=1e-10)
 
 
@@ -178,12 +188,19 @@ def test_flow_is_transform_of_pixel_grid_and_inverse_flag():
     cpab = CPAB(Tessellation(4, 4))
     theta = _theta(cpab, 2).float()
     g = cpab.flow(theta, 5, 6, dtype=torch.float64)
-    xs, ys = torch.linspace(-1, 1, 6, dtype=torch.float64), torch.linspace(-1, 1, 5, dtype=torch.float64)
-    assert torch.allclose(g[0, 2, 3], cpab.transform(torch.stack([xs[3], ys[2]]).view(1, 1, 2), theta[:1])[0, 0])
+    xs, ys = (
+        torch.linspace(-1, 1, 6, dtype=torch.float64),
+        torch.linspace(-1, 1, 5, dtype=torch.float64),
+    )
+    assert torch.allclose(
+        g[0, 2, 3], cpab.transform(torch.stack([xs[3], ys[2]]).view(1, 1, 2), theta[:1])[0, 0]
+    )
     assert torch.allclose(cpab.flow(theta, 5, 6, inverse=True), cpab.flow(-theta, 5, 6))
     fwd = cpab.flow(theta, 5, 6, dtype=torch.float64)
     back = cpab.transform(fwd.reshape(2, -1, 2), -theta)
-    assert torch.allclose(back.reshape(2, 5, 6, 2), cpab.flow(0 * theta, 5, 6, dtype=torch.float64), atol=1e-6)
+    assert torch.allclose(
+        back.reshape(2, 5, 6, 2), cpab.flow(0 * theta, 5, 6, dtype=torch.float64), atol=1e-6
+    )
 
 
 def test_prior_sampling_and_covariance():
@@ -253,8 +270,12 @@ def test_fit_fast_keypoint_gradient():
     kd_g, ks_g = kd.clone().requires_grad_(True), ks.clone().requires_grad_(True)
     theta = cpab.fit(kd_g, ks_g, gn_steps=6, reg=1e-6)
     end = cpab.transform(kd_g, theta).reshape(-1)
-    jac_s = torch.stack([torch.autograd.grad(e, ks_g, retain_graph=True)[0].reshape(-1) for e in end])
-    jac_d = torch.stack([torch.autograd.grad(e, kd_g, retain_graph=True)[0].reshape(-1) for e in end])
+    jac_s = torch.stack(
+        [torch.autograd.grad(e, ks_g, retain_graph=True)[0].reshape(-1) for e in end]
+    )
+    jac_d = torch.stack(
+        [torch.autograd.grad(e, kd_g, retain_graph=True)[0].reshape(-1) for e in end]
+    )
     assert torch.allclose(jac_s, torch.eye(8, dtype=jac_s.dtype), atol=1e-2)
     assert jac_d.abs().max() < 1e-2
     w = torch.randn(cpab.dim, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
@@ -362,3 +383,74 @@ def test_empty_batches():
     assert cpab.fit(_points(0, 5), _points(0, 5)).shape == (0, cpab.dim)
     with pytest.raises(ValueError, match="points .B, N, 2. and theta .B, d. expected"):
         cpab.transform(_points(2, 5), _theta(cpab, 3))
+
+
+# --- Large displacements: the fast fit against the release's Adam ---------------------------
+# Keypoints displaced by smooth random fields that no CPAB transform produces exactly
+# (methods.motion.cpab.synthetic), at RMS amplitudes up to 0.6 in [-1, 1] units.
+#
+# "Never worse than Adam beyond noise", per set: r_fast <= r_adam + max(1e-3, 0.05 r_adam),
+# r = mean keypoint distance |T_theta(kp_d) - kp_s|. Why this noise: Adam's own residual is
+# only known to about that much. Its 50-step integrator differs from the exact flow by up to
+# ~1e-3 at these amplitudes (we score Adam with both and keep the better, which favours it),
+# and its last 50 of 200 steps still move its residual by a few percent (docs/cpab.md).
+# 1e-3 is an eighth of a pixel at 256 px.
+
+
+def _noise(r_adam: torch.Tensor) -> torch.Tensor:
+    return torch.clamp(0.05 * r_adam, min=1e-3)
+
+
+def _fast_vs_adam(cpab: CPAB, kd, ks, adam_steps: int):
+    theta = cpab.fit(kd, ks)
+    theta_a = cpab.fit(kd, ks, method="adam", iterations=adam_steps)
+    r_fast = (cpab.transform(kd, theta) - ks).norm(dim=-1).mean(-1)
+    r_num = (cpab.transform(kd.float(), theta_a, method="numeric").double() - ks).norm(dim=-1)
+    r_exact = (cpab.transform(kd, theta_a.double()) - ks).norm(dim=-1)
+    r_adam = torch.minimum(r_num.mean(-1), r_exact.mean(-1))
+    return theta, r_fast, r_adam
+
+
+def _problems(sets: int, n: int, amplitudes, seed: int):
+    """``sets`` smooth-displacement problems per amplitude, stacked (one fit and one Adam
+    run serve all amplitudes: both cost about the same for 6 or 18 sets)."""
+    from methods.motion.cpab.synthetic import smooth_displacement
+
+    g = torch.Generator().manual_seed(seed)
+    parts = [smooth_displacement(sets, n, a, g) for a in amplitudes]
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+
+@pytest.mark.parametrize("kind", ["triangles", "squares"])
+def test_fit_fast_never_worse_than_adam_at_large_displacements(kind):
+    cpab = CPAB(Tessellation(4, 4, kind=kind))
+    kd, ks = _problems(6, 5, (0.2, 0.4, 0.6), seed=1)
+    theta, r_fast, r_adam = _fast_vs_adam(cpab, kd, ks, adam_steps=100)
+    assert (r_fast - r_adam <= _noise(r_adam)).all(), (r_fast, r_adam)
+    # Bounded theta (the former fit reached |theta| ~ 50-100 on such problems).
+    assert theta.abs().max() < 30, theta.abs().max()
+    # And a real fit, not a bounded non-answer: most of the motion is explained.
+    moved = (ks - kd).norm(dim=-1).mean(-1)
+    assert r_fast.median() < 0.1 * moved.median(), (r_fast.median(), moved.median())
+
+
+def test_fit_fast_global_50_keypoints_never_worse_than_adam():
+    cpab = CPAB(Tessellation(6, 6))
+    kd, ks = _problems(1, 50, (0.2, 0.4, 0.6), seed=6)
+    theta, r_fast, r_adam = _fast_vs_adam(cpab, kd, ks, adam_steps=100)
+    assert (r_fast - r_adam <= _noise(r_adam)).all(), (r_fast, r_adam)
+    assert theta.abs().max() < 30, theta.abs().max()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["triangles", "squares"])
+@pytest.mark.parametrize("case", ["4x4, 64 x 5 kp", "6x6, 4 x 50 kp"])
+def test_fit_fast_never_worse_than_release_adam_full_cases(case, kind):
+    # The benchmark's cases at its three amplitudes with the release's 200 Adam steps.
+    cells, sets, n = (4, 64, 5) if case.startswith("4x4") else (6, 4, 50)
+    cpab = CPAB(Tessellation(cells, cells, kind=kind))
+    kd, ks = _problems(sets, n, (0.2, 0.4, 0.6), seed=cells)
+    theta, r_fast, r_adam = _fast_vs_adam(cpab, kd, ks, adam_steps=200)
+    excess = r_fast - r_adam
+    assert (excess <= _noise(r_adam)).all(), (excess.max(), r_fast, r_adam)
+    assert theta.abs().max() < 30, theta.abs().max()

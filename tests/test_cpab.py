@@ -454,3 +454,19 @@ def test_fit_fast_never_worse_than_release_adam_full_cases(case, kind):
     excess = r_fast - r_adam
     assert (excess <= _noise(r_adam)).all(), (excess.max(), r_fast, r_adam)
     assert theta.abs().max() < 30, theta.abs().max()
+
+
+def test_fit_fast_sets_are_independent_of_their_batch():
+    # All candidates of all sets share one hit-time search; a set's fit must still not
+    # depend on the other sets. Only float64 noise in the shared search (series length,
+    # hit-time convergence) may differ: measured ~1e-8 in residual and ~1e-5 in theta here.
+    from methods.motion.cpab.synthetic import smooth_displacement
+
+    cpab = CPAB(Tessellation(4, 4))
+    kd, ks = smooth_displacement(4, 5, 0.6, torch.Generator().manual_seed(3))
+    together = cpab.fit(kd, ks)
+    alone = torch.cat([cpab.fit(kd[i : i + 1], ks[i : i + 1]) for i in range(4)])
+    r_together = (cpab.transform(kd, together) - ks).norm(dim=-1).mean(-1)
+    r_alone = (cpab.transform(kd, alone) - ks).norm(dim=-1).mean(-1)
+    assert (r_together - r_alone).abs().max() < 1e-6
+    assert (together - alone).abs().max() < 1e-3

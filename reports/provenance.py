@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import platform
 import subprocess
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 
 def git_commit(repo: Path) -> str:
@@ -36,3 +38,15 @@ def versions(packages: tuple[str, ...] = ("animbench", "torch", "torchvision", "
 
 def now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def page_context(config: dict[str, Any], config_name: str, repo: Path) -> dict[str, Any]:
+    """What every table page prints about its run: commit, library versions, time, seed, config."""
+    return {
+        "commit": git_commit(repo),
+        "versions": versions(),
+        "generated": now(),
+        "seed": config["seed"],
+        "config_name": config_name,
+        "config_text": json.dumps(config, indent=2, sort_keys=True),
+    }

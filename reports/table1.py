@@ -144,12 +144,7 @@ def render_table1(config: dict[str, Any], out: Path, repo: Path, config_name: st
         protocols={d: get_protocol(p) for d, p in protocols.items()},
         evaluators=evaluator_rows(results),
         metric_keys=[METRIC_KEYS[m] for m in paper.METRICS],
-        commit=provenance.git_commit(repo),
-        versions=provenance.versions(),
-        generated=provenance.now(),
-        seed=config["seed"],
-        config_name=config_name,
-        config_text=json.dumps(config, indent=2, sort_keys=True),
+        **provenance.page_context(config, config_name, repo),
     )
     write_text(out, html)
     return out

@@ -9,7 +9,6 @@ that fetches it: never numbers from a substitute.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -209,12 +208,7 @@ def render_table2(config: dict[str, Any], out: Path, repo: Path, config_name: st
         protocol=get_protocol(config["datasets"][dataset]["protocol"]),
         evaluators=evaluator_rows(results),
         metric_keys=[METRIC_KEYS[m] for m in paper.METRICS],
-        commit=provenance.git_commit(repo),
-        versions=provenance.versions(),
-        generated=provenance.now(),
-        seed=config["seed"],
-        config_name=config_name,
-        config_text=json.dumps(config, indent=2, sort_keys=True),
+        **provenance.page_context(config, config_name, repo),
     )
     write_text(out, html)
     return out

@@ -32,7 +32,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from methods.animate import movement_scale, relative_points
 from methods.background.resnet_affine import ResNetAffine
 from methods.base import AnimationModel, Motion
 from methods.blocks import make_coordinate_grid
@@ -173,8 +172,8 @@ class CPABModel(TPSMM):
 
     ``with_losses=False`` builds no loss module (no weights files needed). ``pretrained_losses``
     (tests only) builds the SAM/DINO loss networks at random initialisation instead of loading
-    their weights files. Motion descriptors, schedules, clipping, AVD encoding and generation are
-    TPSMM's (inherited).
+    their weights files. Motion descriptors, schedules, clipping, relative motion, AVD encoding
+    and generation are TPSMM's (inherited).
     """
 
     def __init__(
@@ -308,23 +307,3 @@ class CPABModel(TPSMM):
                 generated["prediction"], driving
             )
         return losses, generated
-
-    # ------------------------------------------------------------------ animation
-
-    def relative_motion(
-        self,
-        motion_source: Motion,
-        motion_driving: Motion,
-        motion_driving_initial: Motion,
-        adapt_movement_scale: bool = False,
-    ) -> Motion:
-        """Source keypoints moved by the driving keypoints' displacement since the first frame
-        (scaled per sample by :func:`methods.animate.movement_scale` when asked). No ``"frame"``:
-        no background motion, as TPSMM's and the release's animation."""
-        scale: torch.Tensor | float = 1.0
-        if adapt_movement_scale:
-            scale = movement_scale(motion_source["fg_kp"], motion_driving_initial["fg_kp"])
-        fg = relative_points(
-            motion_source["fg_kp"], motion_driving["fg_kp"], motion_driving_initial["fg_kp"], scale
-        )
-        return {"fg_kp": fg}

@@ -134,8 +134,8 @@ def test_mixed_precision_and_channels_last_train(tiny_dataset, tiny_fomm_config,
 
 
 def test_weight_decay_reaches_every_optimizer():
-    from methods.registry import build_model
     from methods.config import load_method_config
+    from methods.registry import build_model
     from methods.train import _build_optimizers
 
     config = load_method_config(REPO / "methods/configs/tpsmm/taichi.yaml")

@@ -32,13 +32,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from methods.background.resnet_affine import ResNetAffine
-from methods.base import AnimationModel, Motion
+from methods.base import Motion
 from methods.blocks import make_coordinate_grid
-from methods.dense_motion.transform_based import DenseMotionNetwork
-from methods.detectors.resnet_keypoints import POINTS_PER_TPS, ResNetKeypoints
-from methods.generators.inpainting import InpaintingNetwork
-from methods.losses.perceptual import PyramidPerceptualLoss
+from methods.detectors.resnet_keypoints import POINTS_PER_TPS
 from methods.motion.cpab import CPAB, Tessellation, fit_adam
 from methods.registry import register_method
 from methods.tpsmm import TPSMM
@@ -176,6 +172,8 @@ class CPABModel(TPSMM):
     and generation are TPSMM's (inherited).
     """
 
+    groups_key = "num_cpab"
+
     def __init__(
         self,
         config: dict[str, Any],
@@ -183,61 +181,16 @@ class CPABModel(TPSMM):
         with_losses: bool = True,
         pretrained_losses: bool = True,
     ) -> None:
-        # TPSMM.__init__ is not reused: it sizes the dense-motion network from num_tps, and CPAB
-        # needs N + 1 foreground transforms for N keypoint groups.
-        AnimationModel.__init__(self, config)
-        model_params = config["model_params"]
-        common = dict(model_params["common_params"])
-        self.align_corners = bool(common["align_corners"])
-        num_cpab, num_channels = int(common["num_cpab"]), int(common["num_channels"])
-        multi_mask, use_bg = bool(common["multi_mask"]), bool(common["bg"])
-        generator_params = model_params["generator_params"]
-        self.motion = CPABMotion(num_cpab, dict(model_params["cpab_params"]))
-
-        self.inpainting_network = InpaintingNetwork(
-            num_channels,
-            **generator_params,
-            multi_mask=multi_mask,
-            align_corners=self.align_corners,
+        motion = CPABMotion(
+            int(config["model_params"]["common_params"]["num_cpab"]),
+            dict(config["model_params"]["cpab_params"]),
         )
-        self.dense_motion_network = DenseMotionNetwork(
-            **model_params["dense_motion_params"],
-            num_tps=num_cpab,
-            num_channels=num_channels,
-            bg=use_bg,
-            multi_mask=multi_mask,
-            num_occlusion_masks=int(generator_params["num_down_blocks"]) + 1,
-            align_corners=self.align_corners,
-            num_transforms=self.motion.num_transforms,
-        )
-        kp_width = int(model_params["kp_detector_params"]["width"])
-        bg_width = int(model_params["bg_predictor_params"]["width"])
-        self.kp_detector = ResNetKeypoints(num_cpab, num_channels, width=kp_width)
-        self.bg_predictor: ResNetAffine | None = (
-            ResNetAffine(num_channels, width=bg_width) if use_bg else None
-        )
-        keys = ("inpainting_network", "dense_motion_network", "kp_detector")
-        self.checkpoint_keys = keys + (("bg_predictor",) if use_bg else ())
-
-        self.train_params = dict(config["train_params"])
-        self.loss_weights = dict(self.train_params["loss_weights"])
-        self.transform_params = dict(self.train_params["transform_params"])
-        self.bg_start = int(self.train_params["bg_start"])
-        self.rng: torch.Generator | None = None
-        self.epoch: int | None = None
-        self.perceptual: PyramidPerceptualLoss | None = None
+        super().__init__(config, weights_dir, with_losses, num_transforms=motion.num_transforms)
+        self.motion = motion
         self.keypoint_semantic: nn.Module | None = None
         self.structure: nn.Module | None = None
         if not with_losses:
             return
-        if sum(self.loss_weights["perceptual"]) != 0:
-            self.perceptual = PyramidPerceptualLoss(
-                self.train_params["perceptual_loss"],
-                self.train_params["scales"],
-                self.loss_weights["perceptual"],
-                num_channels=num_channels,
-                weights_dir=weights_dir,
-            )
         # Lazy imports: SAM and DINO (segment-anything, timm) are only needed when weighted.
         if float(self.loss_weights["keypoint_semantic"]) != 0:
             from methods.losses.keypoint_semantic import KeypointSemanticLoss

@@ -76,17 +76,23 @@ class TPSMM(AnimationModel):
     without ``"frame"`` (relative, AVD) use no background motion, as the reference's animation.
     """
 
+    #: ``common_params`` key holding the number of keypoint groups of 5 (CPAB's release: num_cpab).
+    groups_key = "num_tps"
+
     def __init__(
         self,
         config: dict[str, Any],
         weights_dir: str | Path = DEFAULT_WEIGHTS_DIR,
         with_losses: bool = True,
+        num_transforms: int | None = None,
     ) -> None:
+        """``num_transforms``: foreground transforms the dense-motion network combines (default
+        one per keypoint group; CPAB passes its N local + 1 global)."""
         super().__init__(config)
         model_params = config["model_params"]
         common = dict(model_params["common_params"])
         self.align_corners = bool(common.get("align_corners", True))
-        num_tps, num_channels = int(common["num_tps"]), int(common["num_channels"])
+        num_tps, num_channels = int(common[self.groups_key]), int(common["num_channels"])
         multi_mask, use_bg = bool(common.get("multi_mask", True)), bool(common.get("bg", False))
         generator_params = model_params["generator_params"]
 
@@ -101,6 +107,7 @@ class TPSMM(AnimationModel):
             multi_mask=multi_mask,
             num_occlusion_masks=int(generator_params["num_down_blocks"]) + 1,
             align_corners=self.align_corners,
+            num_transforms=num_transforms,
         )
         kp_width = int(model_params.get("kp_detector_params", {}).get("width", 64))
         bg_width = int(model_params.get("bg_predictor_params", {}).get("width", 64))

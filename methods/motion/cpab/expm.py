@@ -12,6 +12,7 @@ The affine flow dx/dt = M x + b then has the exact solution
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -58,37 +59,68 @@ def _radius_bound(tr: torch.Tensor, det: torch.Tensor) -> float:
     """
     # From the characteristic polynomial; the series in Cayley-Hamilton form converges at
     # the rate of the eigenvalues, not the norm.
-    rho = (tr.abs() / 2 + (tr * tr / 4 - det).abs().sqrt()).detach()
-    rho = rho[torch.isfinite(rho)]
-    return min(float(rho.max()), 1e300) if rho.numel() else 0.0
+    if tr.numel() == 0:
+        return 0.0
+    tr, det = tr.detach(), det.detach()
+    rho = (tr * tr * 0.25 - det).abs_().sqrt_().add_(tr.abs().mul_(0.5))
+    # Masking non-finite entries to 0 (not boolean indexing): no nonzero() per call.
+    rho = rho.nan_to_num_(0.0, 0.0, 0.0)  # rho >= 0 or non-finite
+    return min(float(rho.amax()), 1e300)
 
 
-def _coeffs_impl(tr: torch.Tensor, det: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Return (e0, e1, f0, f1) with exp(Z) = e0 I + e1 Z and phi_1(Z) = f0 I + f1 Z."""
+@functools.lru_cache(maxsize=16)
+def _inv_fact(dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """0-dim tensors of 1/(j+1)!, made once: building them per Horner step cost as much as
+    the step itself on small batches."""
+    return tuple(torch.tensor(c, dtype=dtype, device=device) for c in _INV_FACT)
+
+
+def _coeffs_impl(
+    tr: torch.Tensor, det: torch.Tensor, need_e: bool = True, need_f: bool = True
+) -> tuple[torch.Tensor | None, ...]:
+    """Return (e0, e1, f0, f1) with exp(Z) = e0 I + e1 Z and phi_1(Z) = f0 I + f1 Z.
+
+    ``need_e`` / ``need_f`` = False skip work whose result the caller drops (it is returned
+    as None): the exp pair's last squaring, or the phi_1 pair's squarings. The values kept
+    are computed by the same operations, so they are bit-identical.
+    """
     k, deg = _schedule(_radius_bound(tr, det))
     t = tr / (2.0**k) if k else tr
     d = det / (4.0**k) if k else det
     # Horner for phi_1(Y) = sum_j Y^j / (j+1)!, using Y^2 = T Y - D I.
-    alpha = torch.full_like(t, _INV_FACT[deg])
-    beta = torch.zeros_like(t)
+    inv = _inv_fact(t.dtype, t.device)
     nd = -d
-    for j in range(deg - 1, -1, -1):
-        alpha, beta = (
-            torch.addcmul(nd.new_tensor(_INV_FACT[j]), beta, nd),
-            torch.addcmul(alpha, beta, t),
-        )
-    e0 = torch.addcmul(nd.new_tensor(1.0), beta, nd)
-    e1 = torch.addcmul(alpha, beta, t)
+    if deg > 1:  # the first Horner step from (alpha, beta) = (c_deg, 0), written out
+        alpha = torch.full_like(t, _INV_FACT[deg - 1])
+        beta = torch.full_like(t, _INV_FACT[deg])
+        first = deg - 2
+    else:  # kept general: the outputs must depend on (t, d) for autograd and NaN rows
+        alpha = torch.full_like(t, _INV_FACT[deg])
+        beta = torch.zeros_like(t)
+        first = deg - 1
+    for j in range(first, -1, -1):
+        alpha, beta = torch.addcmul(inv[j], beta, nd), torch.addcmul(alpha, beta, t)
     f0, f1 = alpha, beta
-    for _ in range(k):
+    if not need_e and k == 0:
+        return None, None, f0, f1
+    e0 = torch.addcmul(inv[0], beta, nd)
+    e1 = torch.addcmul(alpha, beta, t)
+    if not need_f:
+        f0 = f1 = None
+    for i in range(k):
         # phi_1(2Y) = (exp(Y) + I) phi_1(Y) / 2 and exp(2Y) = exp(Y)^2, re-expressed in 2Y.
-        a1 = e0 + 1
         e1d = e1 * d
-        nf0 = 0.5 * (a1 * f0 - e1d * f1)
-        nf1 = 0.25 * (a1 * f1 + e1 * f0 + e1 * f1 * t)
-        ne0 = e0 * e0 - e1d * e1
-        ne1 = e1 * (e0 + 0.5 * e1 * t)
-        e0, e1, f0, f1 = ne0, ne1, nf0, nf1
+        if need_f:
+            a1 = e0 + 1
+            nf0 = 0.5 * (a1 * f0 - e1d * f1)
+            nf1 = 0.25 * (a1 * f1 + e1 * f0 + e1 * f1 * t)
+            f0, f1 = nf0, nf1
+        if need_e or i < k - 1:
+            ne0 = e0 * e0 - e1d * e1
+            ne1 = e1 * (e0 + 0.5 * e1 * t)
+            e0, e1 = ne0, ne1
+        else:
+            e0 = e1 = None
         t = 2 * t
         d = 4 * d
     return e0, e1, f0, f1
@@ -226,7 +258,11 @@ def affine_flow(
     """
     m00, m01, m10, m11 = m[..., 0, 0], m[..., 0, 1], m[..., 1, 0], m[..., 1, 1]
     if coeffs is None:
-        _, _, f0, f1 = exp_phi_coeffs(t * (m00 + m11), t * t * (m00 * m11 - m01 * m10))
+        tr, det = t * (m00 + m11), t * t * (m00 * m11 - m01 * m10)
+        if tr.requires_grad or det.requires_grad:
+            _, _, f0, f1 = exp_phi_coeffs(tr, det)
+        else:  # no graph: skip the exp pair's last squaring (same f0, f1)
+            _, _, f0, f1 = _coeffs_impl(tr, det, need_e=False)
     else:
         f0, f1 = coeffs
     x0, x1 = x[..., 0], x[..., 1]

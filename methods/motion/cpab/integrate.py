@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from .expm import affine_flow, exp_phi_coeffs
+from .expm import _coeffs_impl, affine_flow, exp_phi_coeffs
 from .tessellation import Tessellation
 
 _INSIDE_TOL = 1e-12  # slack when testing whether an end point is still in its cell
@@ -96,16 +96,17 @@ def _hit_times(x, m, b, t_end, edges):
         av = torch.einsum("pij,pj->pi", mw, vy)
         d2g = ne[:, 0] * av[:, 0] + ne[:, 1] * av[:, 1]
         den = 2 * dg * dg - g * d2g
-        halley = (dg > 0) & (den > 0)
+        rising = dg > 0
+        halley = rising & (den > 0)
         tn = tw - torch.where(
             halley,
-            2 * g * dg / torch.where(halley, den, torch.ones_like(den)),
-            g / torch.where(dg > 0, dg, torch.ones_like(dg)),
+            2 * g * dg / torch.where(halley, den, 1.0),
+            g / torch.where(rising, dg, 1.0),
         )
         # Bisect when the step leaves the bracket or |g| failed to halve (e.g. starting
         # near a peak of g, where g' ~ 0 makes Newton/Halley steps tiny).
         slow = ga > 0.5 * g_prev
-        ok = (dg > 0) & (tn >= lo) & (tn <= hi) & ~slow
+        ok = rising & (tn >= lo) & (tn <= hi) & ~slow
         tn = torch.where(ok, tn, 0.5 * (lo + hi))
         dn = done.nonzero().squeeze(1)
         if dn.numel():
@@ -186,16 +187,17 @@ def _excursions(x, m, b, t_end, v0, vy, edges):
     # Start at the secant root of f' = n.v between its values at 0 (> 0) and t_end (< 0).
     q0, q1 = r0[pi, ei], r1[pi, ei]
     t = hi * (q0 / (q0 - q1)).clamp(0.01, 0.99)
+    mv = torch.einsum("pij,pj->pi", ms, vs)  # loop-invariant
     for _ in range(_HIT_ITERS):
-        e0, e1, _, _ = exp_phi_coeffs(t * tr, t * t * det)
-        mv = torch.einsum("pij,pj->pi", ms, vs)
+        e0, e1, _, _ = _coeffs_impl(t * tr, t * t * det, need_f=False)  # no graph here
         vt = e0[:, None] * vs + (t * e1)[:, None] * mv  # v(t) = exp(tM) v0
         d1 = (n * vt).sum(-1)
         d2 = (n * torch.einsum("pij,pj->pi", ms, vt)).sum(-1)
-        lo = torch.where(d1 > 0, t, lo)
-        hi = torch.where(d1 > 0, hi, t)
-        tn = t - d1 / torch.where(d2 < 0, d2, -torch.ones_like(d2))
-        tn = torch.where((d2 < 0) & (tn >= lo) & (tn <= hi), tn, 0.5 * (lo + hi))
+        pos, neg = d1 > 0, d2 < 0
+        lo = torch.where(pos, t, lo)
+        hi = torch.where(pos, hi, t)
+        tn = t - d1 / torch.where(neg, d2, -1.0)
+        tn = torch.where(neg & (tn >= lo) & (tn <= hi), tn, 0.5 * (lo + hi))
         step = (tn - t).abs()
         t = tn
         # The peak time only needs to be good enough for the sign of f at the peak:

@@ -36,14 +36,16 @@ def test_paper_config_plans_every_dataset_method_and_metric_job(tmp_path):
     paper = yaml.safe_load(PAPER.read_text())
     datasets, runs = paper["table1"]["datasets"], paper["table1"]["runs"]
     assert sorted(datasets) == ["mgif", "taichi", "ted", "vox"]
-    assert {"fomm", "mraa", "tpsmm"} <= set(runs)
+    assert {"fomm", "mraa", "tpsmm", "cpab"} <= set(runs)
     assert {paper["datasets"][d]["protocol"] for d in datasets} == {"taichi", "ted", "vox", "mgif"}
     combos = [(d, r) for d in datasets for r in runs]
     missing = [(d, r) for d, r in combos
                if not (REPO / f"methods/configs/{paper['runs'][r]['method']}/{d}.yaml").is_file()]
     assert not missing, missing
     ablations = [r for r, spec in paper["runs"].items() if "config" in spec]
-    assert len(ablations) == 5 and all((REPO / paper["runs"][r]["config"]).is_file() for r in ablations)
+    # TPSMM's Table 4 (5 rows) and CPAB's Table 2 (6 rows: local, global, KS, struc, full, release)
+    assert sorted(r.split("-")[0] for r in ablations) == ["cpab"] * 6 + ["tpsmm"] * 5, ablations
+    assert all((REPO / paper["runs"][r]["config"]).is_file() for r in ablations)
     targets = [f"results/{d}/{r}/metrics.csv" for d, r in combos]
     targets += [f"results/taichi/{r}/metrics.csv" for r in ablations]
     targets.append("reports/table1.html")

@@ -211,17 +211,6 @@ class CPABModel(TPSMM):
 
     # ------------------------------------------------------------------ motion and losses
 
-    def cpab_grids(
-        self,
-        size: tuple[int, int],
-        kp_driving: torch.Tensor,
-        kp_source: torch.Tensor,
-        like: torch.Tensor,
-    ) -> torch.Tensor:
-        """(B, N (+1), h, w, 2) CPAB sampling grids at the dense-motion resolution (see
-        :meth:`CPABMotion.grids`)."""
-        return self.motion.grids(size, kp_driving, kp_source, like)
-
     def _dense_motion(
         self,
         source: torch.Tensor,
@@ -234,7 +223,7 @@ class CPABModel(TPSMM):
         if net.scale_factor != 1:
             # the size the network's anti-aliased downsampling (a padded strided conv) produces
             size = tuple(-(-n // net.down.stride) for n in size)
-        grids = self.cpab_grids(size, motion_driving["fg_kp"], motion_source["fg_kp"], source)
+        grids = self.motion.grids(size, motion_driving["fg_kp"], motion_source["fg_kp"], source)
         return net(
             source,
             kp_driving=motion_driving,

@@ -6,6 +6,7 @@ import copy
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -50,3 +51,13 @@ def tiny_fomm_config() -> dict:
     from methods.config import load_method_config
 
     return copy.deepcopy(load_method_config(REPO / "methods/configs/fomm/synthetic.yaml", overrides=TINY_FOMM))
+
+
+@pytest.fixture
+def one_thread():
+    """Small networks: one thread is faster, and far faster on a shared, loaded CPU
+    (test modules opt in with ``pytestmark = pytest.mark.usefixtures("one_thread")``)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

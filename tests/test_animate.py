@@ -26,14 +26,7 @@ from methods.avd import build_avd_network
 from methods.registry import build_model, list_methods
 from tests.conftest import REPO, TINY_FOMM
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small networks: one thread is faster, and far faster on a shared, loaded CPU."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @cache

@@ -58,13 +58,7 @@ TINY = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small networks: one thread is faster, and far faster on a shared, loaded CPU."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_config(name: str = "synthetic", **overrides) -> dict:
@@ -313,7 +307,7 @@ def test_keypoint_gradient_switch(fit: str) -> None:
         )
         model = build(config).train()
         kp_s, kp_d = model.kp_detector(source)["fg_kp"], model.kp_detector(driving)["fg_kp"]
-        grids = model.cpab_grids((8, 8), kp_d, kp_s, source)
+        grids = model.motion.grids((8, 8), kp_d, kp_s, source)
         if not flag:
             assert not grids.requires_grad
             continue

@@ -119,7 +119,9 @@ def measure(
             root = gt_cache_dir if gt_cache_dir is not None else reconstruction_dir / ".gt_cache"
             caches[kind] = GroundTruthCache(root, kind, backend.info)
     mode = protocol.keypoints["mode"] if protocol.keypoints else None
-    tables, gt_found = [], {"keypoints": False, "identity": False}
+    # Columns gathered as arrays and framed once: a DataFrame per video cost as much as L1.
+    parts: dict[str, list[np.ndarray]] = {}
+    gt_found = {"keypoints": False, "identity": False}
     bar = tqdm(
         total=len(videos), desc=f"evaluate ({protocol.name})", unit="video", disable=not progress
     )
@@ -134,8 +136,9 @@ def measure(
             truth, prediction = pending.result()
             if i + 1 < len(videos):
                 pending = reader.submit(_read_pair, dataset_root, reconstruction_dir, videos[i + 1])
-            table = pd.DataFrame({"video": video, "frame": range(truth.shape[0])})
-            table["l1"] = l1_per_frame(prediction, truth)
+            n = truth.shape[0]
+            columns = {"video": np.full(n, video, dtype=object), "frame": np.arange(n)}
+            columns["l1"] = l1_per_frame(prediction, truth)
             if keypoint_backend is not None:
                 gt_kp, kp = _truth_and_generated(
                     caches["keypoints"],
@@ -148,15 +151,15 @@ def measure(
                 gt_found["keypoints"] |= bool(np.isfinite(gt_kp).all(-1).any())
                 for column, values in keypoint_metrics(gt_kp, kp, mode).items():
                     if column.split("_")[0] in protocol.metrics:
-                        table[column] = values
+                        columns[column] = values
             if identity_backend is not None:
                 gt_id, emb = _truth_and_generated(
                     caches["identity"], video, truth, prediction, identity_backend.embed, batch_size
                 )
                 gt_found["identity"] |= bool(np.isfinite(gt_id).all(-1).any())
-                for column, values in aed(gt_id, emb).items():
-                    table[column] = values
-            tables.append(table)
+                columns.update(aed(gt_id, emb))
+            for column, values in columns.items():
+                parts.setdefault(column, []).append(values)
             bar.update()
     bar.close()
     for kind, backend in (("keypoints", keypoint_backend), ("identity", identity_backend)):
@@ -165,7 +168,7 @@ def measure(
                 f"{kind} backend {backend.info.name} found nothing in any ground-truth test frame of "
                 f"{dataset_root}: wrong weights or wrong protocol ({protocol.name!r}) for this dataset?"
             )
-    table = pd.concat(tables, ignore_index=True)
+    table = pd.DataFrame({column: np.concatenate(values) for column, values in parts.items()})
     record: dict[str, Any] = {
         "protocol": protocol.name,
         "metrics": list(protocol.metrics),

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
 
 from metrics.backends import build_identity_backend, build_keypoint_backend, list_backends
-from metrics.backends.synthetic import KeypointNet
+from metrics.backends.synthetic import IdentityNet, KeypointNet, _to_tensor, for_inference
 from metrics.registry import get_protocol
 from metrics.train_evaluators import DEFAULTS, load_split, shift, train_evaluators
 
@@ -32,6 +34,26 @@ def test_soft_argmax_coordinates_are_input_pixels():
             p.zero_()  # flat heatmaps: soft-argmax = the centre of the frame
         coords, _ = net(torch.rand(1, 3, 32, 48))
     np.testing.assert_allclose(coords[0].numpy(), [[24.0, 16.0]] * 2, atol=1e-4)
+
+
+def test_inference_nets_fold_batchnorm_without_changing_outputs():
+    torch.manual_seed(0)
+    for net in (KeypointNet(num_joints=3, width=4), IdentityNet(dim=8, width=4)):
+        for module in net.modules():  # trained-looking statistics, not the identity map
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+                module.weight.data.uniform_(0.5, 1.5)
+                module.bias.data.uniform_(-0.3, 0.3)
+        reference = copy.deepcopy(net).eval()
+        fast = for_inference(net)
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
+        frames = np.random.default_rng(0).integers(0, 256, (3, 24, 20, 3), dtype=np.uint8)
+        x = _to_tensor(frames, "cpu")
+        np.testing.assert_allclose(x.numpy(), frames.transpose(0, 3, 1, 2) / 255.0, atol=1e-6)
+        with torch.no_grad():
+            for a, b in zip(torch.utils._pytree.tree_leaves(reference(x.contiguous())), torch.utils._pytree.tree_leaves(fast(x)), strict=True):
+                np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-4, atol=1e-4)
 
 
 def test_shift_moves_content_by_whole_pixels():

@@ -212,67 +212,73 @@ def fit_fast(
     k = ladder.numel()
     ncell = cpab.tess.num_cells
 
-    # theta = 0: T = identity, exact Jacobian of the velocity.
-    theta = torch.zeros(s, cpab.dim, dtype=torch.float64)
-    out = kd.clone()
-    jac = cpab.velocity_jacobian(kd)
-    cur = _regularised_objective(out, ks, theta, prec, reg)
-    # Damping unit per set: the mean diagonal of J Sigma J^T at theta = 0, where damping
-    # starts to matter; the level multiplies the ladder and adapts.
-    unit = torch.einsum("smd,de,sme->s", jac, cov, jac) / jac.shape[1]
-    level = torch.ones(s, dtype=torch.float64)
-    rungs = ladder[ladder > 0]
-    rung_low = rungs.min() if rungs.numel() else torch.tensor(1.0, dtype=torch.float64)
-    span = float(rungs.max() / rung_low) * 10 if rungs.numel() else 10.0
-    rung_mid = (rungs.max() * rung_low).sqrt() if rungs.numel() else rung_low
-    active = torch.arange(s)
-    for _ in range(gn_steps + 1):
-        if active.numel() == 0:
-            break
-        th, jc, lv = theta[active], jac[active], level[active]
-        na = active.numel()
-        r = (out[active] - ks[active]).reshape(na, -1)
-        mu = (unit[active] * lv)[:, None] * ladder  # (A, K)
-        cand = _damped_targets(jc, cov, th, r, reg, mu)  # (A, K, d)
-        # One hit-time search for all candidates; row a * K + j is set a's candidate j.
-        flat = cand.reshape(na * k, -1)
-        kd_rep = kd[active].repeat_interleave(k, 0)
-        a = cpab.cell_matrices(flat)
-        c_obj = torch.full((na * k,), float("inf"), dtype=torch.float64)
-        c_out = kd_rep.clone()
-        # Trust region: candidates with a cell turning faster than max_turn per unit time
-        # are not scored (their trajectories loop inside cells, and the exact search would
-        # spend ~2 omega / pi sub-steps on them; such candidates never won in the benchmark).
-        ok_rows = (_turn_rate(a) <= max_turn).nonzero().squeeze(1)
-        segments = []
-        if ok_rows.numel():
-            segments, o = plan_segments(kd_rep[ok_rows], a[ok_rows], cpab.tess)
-            c_out[ok_rows] = o
-            c_obj[ok_rows] = _regularised_objective(
-                o, ks[active].repeat_interleave(k, 0)[ok_rows], flat[ok_rows], prec, reg
+    # The search runs under inference_mode (per-op overhead bounds it; same values); theta
+    # and the Jacobian are cloned out for the differentiable tail below.
+    with torch.inference_mode():
+        # theta = 0: T = identity, exact Jacobian of the velocity.
+        theta = torch.zeros(s, cpab.dim, dtype=torch.float64)
+        out = kd.clone()
+        jac = cpab.velocity_jacobian(kd)
+        cur = _regularised_objective(out, ks, theta, prec, reg)
+        # Damping unit per set: the mean diagonal of J Sigma J^T at theta = 0, where damping
+        # starts to matter; the level multiplies the ladder and adapts.
+        unit = torch.einsum("smd,de,sme->s", jac, cov, jac) / jac.shape[1]
+        level = torch.ones(s, dtype=torch.float64)
+        rungs = ladder[ladder > 0]
+        rung_low = rungs.min() if rungs.numel() else torch.tensor(1.0, dtype=torch.float64)
+        span = float(rungs.max() / rung_low) * 10 if rungs.numel() else 10.0
+        rung_mid = (rungs.max() * rung_low).sqrt() if rungs.numel() else rung_low
+        active = torch.arange(s)
+        for _ in range(gn_steps + 1):
+            if active.numel() == 0:
+                break
+            th, jc, lv = theta[active], jac[active], level[active]
+            na = active.numel()
+            r = (out[active] - ks[active]).reshape(na, -1)
+            mu = (unit[active] * lv)[:, None] * ladder  # (A, K)
+            cand = _damped_targets(jc, cov, th, r, reg, mu)  # (A, K, d)
+            # One hit-time search for all candidates; row a * K + j is set a's candidate j.
+            flat = cand.reshape(na * k, -1)
+            kd_rep = kd[active].repeat_interleave(k, 0)
+            a = cpab.cell_matrices(flat)
+            c_obj = torch.full((na * k,), float("inf"), dtype=torch.float64)
+            c_out = kd_rep.clone()
+            # Trust region: candidates with a cell turning faster than max_turn per unit time
+            # are not scored (their trajectories loop inside cells, and the exact search would
+            # spend ~2 omega / pi sub-steps on them; such candidates never won in the benchmark).
+            ok_rows = (_turn_rate(a) <= max_turn).nonzero().squeeze(1)
+            segments = []
+            if ok_rows.numel():
+                segments, o = plan_segments(kd_rep[ok_rows], a[ok_rows], cpab.tess)
+                c_out[ok_rows] = o
+                c_obj[ok_rows] = _regularised_objective(
+                    o, ks[active].repeat_interleave(k, 0)[ok_rows], flat[ok_rows], prec, reg
+                )
+            c_obj = c_obj.reshape(na, k)
+            best_obj, best = c_obj.min(-1)
+            ok = best_obj < cur[active]
+            gain = (cur[active] - best_obj) / cur[active]
+            rows = (torch.arange(na) * k + best)[ok]
+            acc = active[ok]
+            if acc.numel():
+                pos = torch.full((na * k,), -1, dtype=torch.long)
+                pos[ok_rows] = torch.arange(ok_rows.numel())
+                sel = _select_rows(segments, pos[rows], ok_rows.numel(), n, ncell)
+                c_jac = _jacobian(cpab, kd[acc], a[rows], sel, c_out[rows])
+                theta[acc] = flat[rows]
+                out[acc] = c_out[rows]
+                jac[acc] = c_jac
+                cur[acc] = best_obj[ok]
+            # Accepted: the ladder's middle moves a decade below the chosen damping (the usual
+            # LM decrease after success; Gauss-Newton counts as a decade below the lowest
+            # rung). Rejected: the ladder moves up by its span, past every rung just tried.
+            chosen = torch.where(ladder[best] > 0, ladder[best], rung_low / 10)
+            level[active] = torch.where(ok, lv * chosen / (10 * rung_mid), lv * span).clamp(
+                1e-12, 1e12
             )
-        c_obj = c_obj.reshape(na, k)
-        best_obj, best = c_obj.min(-1)
-        ok = best_obj < cur[active]
-        gain = (cur[active] - best_obj) / cur[active]
-        rows = (torch.arange(na) * k + best)[ok]
-        acc = active[ok]
-        if acc.numel():
-            pos = torch.full((na * k,), -1, dtype=torch.long)
-            pos[ok_rows] = torch.arange(ok_rows.numel())
-            sel = _select_rows(segments, pos[rows], ok_rows.numel(), n, ncell)
-            c_jac = _jacobian(cpab, kd[acc], a[rows], sel, c_out[rows])
-            theta[acc] = flat[rows]
-            out[acc] = c_out[rows]
-            jac[acc] = c_jac
-            cur[acc] = best_obj[ok]
-        # Accepted: the ladder's middle moves a decade below the chosen damping (the usual
-        # LM decrease after success; Gauss-Newton counts as a decade below the lowest
-        # rung). Rejected: the ladder moves up by its span, past every rung just tried.
-        chosen = torch.where(ladder[best] > 0, ladder[best], rung_low / 10)
-        level[active] = torch.where(ok, lv * chosen / (10 * rung_mid), lv * span).clamp(1e-12, 1e12)
-        done = (ok & (gain < rtol)) | ~torch.isfinite(best_obj)
-        active = active[~done]
+            done = (ok & (gain < rtol)) | ~torch.isfinite(best_obj)
+            active = active[~done]
+    theta, jac = theta.clone(), jac.clone()
     needs = kp_driving.requires_grad or kp_source.requires_grad
     if not (differentiable and needs and torch.is_grad_enabled()):
         return theta

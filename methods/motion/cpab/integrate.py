@@ -306,10 +306,13 @@ def plan_segments(points: torch.Tensor, a: torch.Tensor, tess: Tessellation, max
     """
     if max_cross is None:
         max_cross = 4 * (tess.nx + tess.ny) + 8
-    with torch.no_grad():
-        return _plan(
+    # inference_mode, not no_grad: the search is bound by per-op overhead, which it lowers
+    # by ~10% (same values). Its tensors are cloned out so that a replay may use them in a graph.
+    with torch.inference_mode():
+        segments, end = _plan(
             points.detach().to(torch.float64), a.detach().to(torch.float64), tess, max_cross
         )
+    return [tuple(t.clone() for t in seg) for seg in segments], end.clone()
 
 
 def replay_segments(points: torch.Tensor, a: torch.Tensor, segments) -> torch.Tensor:

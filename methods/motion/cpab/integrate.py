@@ -224,29 +224,49 @@ def _rotation_limit(m: torch.Tensor) -> torch.Tensor:
     return torch.where(w > 0, (0.5 * math.pi) / w.clamp_min(1e-300), torch.full_like(w, math.inf))
 
 
-def _plan(points: torch.Tensor, a: torch.Tensor, tess: Tessellation, max_cross: int):
+def _plan(
+    points: torch.Tensor, a: torch.Tensor, tess: Tessellation, max_cross: int, compiled: bool
+):
     """Phase 1 (float64, no graph): the sequence of (points, cell, duration) segments.
 
     A segment ends where the trajectory leaves its cell, or earlier where the cell's flow
     rotates fast (:func:`_rotation_limit`): such a point continues in the same cell.
+    ``compiled``: run the per-point numba version of this search (:mod:`.plan_compiled`, CPU).
     """
     bsz, n, _ = points.shape
     ncell = tess.num_cells
     edges_all, nbr_all = _regions(tess)
     edges_all, nbr_all = edges_all.to(points.device), nbr_all.to(points.device)
-    x = points.reshape(-1, 2).clone()
-    bidx = torch.arange(bsz, device=points.device).repeat_interleave(n)
-    cell = tess.cell_index(x)
-    rem = torch.ones(x.shape[0], dtype=x.dtype, device=x.device)
     flat = a.reshape(-1, 2, 3)
     flat_m, flat_b = flat[:, :, :2].contiguous(), flat[:, :, 2].contiguous()
-    active = torch.arange(x.shape[0], device=x.device)
-    cell_co = _cell_coeffs(flat)
     limit = _rotation_limit(flat_m)  # per global cell
     # Sub-steps of fast-rotating cells do not count as crossings: budget for them apart.
     finite = limit[torch.isfinite(limit)]
     sub_steps = int(math.ceil(1.0 / float(finite.min()))) if finite.numel() else 0
     last = max_cross + sub_steps
+    if compiled:
+        from .plan_compiled import plan_compiled  # numba: imported (and compiled) on first use
+
+        return plan_compiled(
+            points,
+            a,
+            tess.kind,
+            tess.nx,
+            tess.ny,
+            edges_all,
+            nbr_all,
+            limit,
+            last,
+            _INSIDE_TOL,
+            _HIT_TOL,
+            _HIT_ITERS,
+        )
+    x = points.reshape(-1, 2).clone()
+    bidx = torch.arange(bsz, device=points.device).repeat_interleave(n)
+    cell = tess.cell_index(x)
+    rem = torch.ones(x.shape[0], dtype=x.dtype, device=x.device)
+    active = torch.arange(x.shape[0], device=x.device)
+    cell_co = _cell_coeffs(flat)
     segments = []
     for k in range(last + 1):
         if k == 0:
@@ -299,18 +319,32 @@ def _plan(points: torch.Tensor, a: torch.Tensor, tess: Tessellation, max_cross: 
     return segments, x.reshape(bsz, n, 2)
 
 
-def plan_segments(points: torch.Tensor, a: torch.Tensor, tess: Tessellation, max_cross=None):
+def plan_segments(
+    points: torch.Tensor,
+    a: torch.Tensor,
+    tess: Tessellation,
+    max_cross: int | None = None,
+    compiled: bool | None = None,
+):
     """Segments (point indices, global cell ids, durations) of each trajectory, plus end points.
 
     Float64, no graph. ``points`` (B, N, 2), ``a`` (B, C, 2, 3). Global cell id = b * C + c.
+    ``compiled`` (default: on the CPU) runs the search per point with numba
+    (:mod:`.plan_compiled`); else with tensor ops on the points' device.
     """
     if max_cross is None:
         max_cross = 4 * (tess.nx + tess.ny) + 8
+    if compiled is None:
+        compiled = points.device.type == "cpu"
     # inference_mode, not no_grad: the search is bound by per-op overhead, which it lowers
     # by ~10% (same values). Its tensors are cloned out so that a replay may use them in a graph.
     with torch.inference_mode():
         segments, end = _plan(
-            points.detach().to(torch.float64), a.detach().to(torch.float64), tess, max_cross
+            points.detach().to(torch.float64),
+            a.detach().to(torch.float64),
+            tess,
+            max_cross,
+            compiled,
         )
     return [tuple(t.clone() for t in seg) for seg in segments], end.clone()
 

@@ -40,20 +40,37 @@ VALIDATION_NAME = "validation.json"
 #: The six orders of the RGB channels (identity first).
 PERMUTATIONS = ((0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0))
 
-DEFAULTS: dict[str, Any] = {
-    "seed": 0,
-    "keypoint": {"steps": 500, "batch_size": 32, "lr": 0.003, "width": 16, "shift": 0.35},
-    "identity": {"steps": 250, "batch_size": 32, "lr": 0.003, "width": 16, "dim": 64, "scale": 16.0, "shift": 0.2},
-    "targets": {"keypoint_error_px": 2.0, "visibility_accuracy": 0.95, "identity_top1": 0.9},
+#: The settings a training needs, by section. Their values live in one place, the protocol's
+#: ``trained_evaluators`` section of metrics/protocols.yaml; this only names the keys.
+SETTING_KEYS: dict[str, tuple[str, ...] | None] = {
+    "seed": None,
+    "keypoint": ("steps", "batch_size", "lr", "width", "shift"),
+    "identity": ("steps", "batch_size", "lr", "width", "dim", "scale", "shift"),
+    "targets": ("keypoint_error_px", "visibility_accuracy", "identity_top1"),
 }
 
 
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
+def check_settings(settings: dict[str, Any]) -> None:
+    """Raise a KeyError naming every missing or unknown key of a complete settings dict."""
+    problems = [f"unknown {k!r}" for k in settings if k not in SETTING_KEYS]
+    for key, keys in SETTING_KEYS.items():
+        if key not in settings:
+            problems.append(f"missing {key!r}")
+        elif keys is not None:
+            section = settings[key] if isinstance(settings[key], dict) else {}
+            problems += [f"missing {key}.{k}" for k in keys if k not in section]
+            problems += [f"unknown {key}.{k}" for k in section if k not in keys]
+    if problems:
+        raise KeyError(f"evaluator training settings: {'; '.join(problems)} (see metrics/protocols.yaml)")
+
+
+def override(settings: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` with the (nested) values of ``extra`` replaced; unknown keys are errors."""
+    out = dict(settings)
     for key, value in extra.items():
-        if key not in base:
-            raise KeyError(f"unknown evaluator training setting {key!r}; known: {', '.join(sorted(base))}")
-        out[key] = _merge(base[key], value) if isinstance(base[key], dict) else value
+        if key not in settings:
+            raise KeyError(f"unknown evaluator training setting {key!r}; known: {', '.join(sorted(settings))}")
+        out[key] = override(settings[key], value) if isinstance(settings[key], dict) else value
     return out
 
 
@@ -230,10 +247,13 @@ def _fingerprint(dataset_root: Path, settings: dict[str, Any]) -> str:
 
 
 def train_evaluators(
-    dataset_root: Path, out_dir: Path, settings: dict[str, Any] | None = None, progress: bool = True
+    dataset_root: Path, out_dir: Path, settings: dict[str, Any], progress: bool = True
 ) -> dict[str, Any]:
-    """Train, validate and save both evaluators into ``out_dir``; returns the validation record."""
-    settings = _merge(DEFAULTS, settings or {})
+    """Train, validate and save both evaluators into ``out_dir``; returns the validation record.
+
+    ``settings``: complete, as the protocol's ``trained_evaluators`` section (:func:`override`
+    changes some of them)."""
+    check_settings(settings)
     fingerprint = _fingerprint(dataset_root, settings)
     record_path = out_dir / VALIDATION_NAME
     if record_path.is_file() and (out_dir / KEYPOINT_FILE).is_file() and (out_dir / IDENTITY_FILE).is_file():

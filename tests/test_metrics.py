@@ -25,10 +25,11 @@ TINY_EVALUATORS = {"keypoint": {"steps": 4, "batch_size": 4}, "identity": {"step
 
 @pytest.fixture(scope="module")
 def tiny_evaluators(tiny_dataset, tmp_path_factory):
-    from metrics.train_evaluators import train_evaluators
+    from metrics.train_evaluators import override, train_evaluators
 
     out = tmp_path_factory.mktemp("evaluators")
-    train_evaluators(tiny_dataset, out, TINY_EVALUATORS, progress=False)
+    settings = override(get_protocol("synthetic").trained_evaluators, TINY_EVALUATORS)
+    train_evaluators(tiny_dataset, out, settings, progress=False)
     return out
 
 

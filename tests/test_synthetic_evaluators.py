@@ -11,7 +11,14 @@ import torch
 from metrics.backends import build_identity_backend, build_keypoint_backend, list_backends
 from metrics.backends.synthetic import IdentityNet, KeypointNet, _to_tensor, for_inference
 from metrics.registry import get_protocol
-from metrics.train_evaluators import DEFAULTS, load_split, shift, train_evaluators
+from metrics.train_evaluators import (
+    SETTING_KEYS,
+    check_settings,
+    load_split,
+    override,
+    shift,
+    train_evaluators,
+)
 
 
 def test_backends_are_registered():
@@ -66,10 +73,12 @@ def test_shift_moves_content_by_whole_pixels():
 def test_protocol_settings_are_the_trainer_settings():
     # protocols.yaml carries the demo settings; every key must be one the trainer knows.
     settings = get_protocol("synthetic").trained_evaluators
-    assert set(settings) == set(DEFAULTS)
-    for key, value in settings.items():
-        if isinstance(value, dict):
-            assert set(value) <= set(DEFAULTS[key])
+    check_settings(settings)  # complete: the trainer has no defaults of its own
+    assert set(settings) == set(SETTING_KEYS)
+    with pytest.raises(KeyError, match="missing keypoint.lr"):
+        check_settings({**settings, "keypoint": {k: v for k, v in settings["keypoint"].items() if k != "lr"}})
+    with pytest.raises(KeyError, match="unknown evaluator training setting 'steps'"):
+        override(settings, {"steps": 3})
 
 
 def test_load_split_matches_ground_truth(tiny_dataset):
@@ -80,7 +89,8 @@ def test_load_split_matches_ground_truth(tiny_dataset):
 
 
 def test_retraining_is_skipped_when_up_to_date_and_backends_return_nan_for_invisible(tiny_dataset, tmp_path):
-    settings = {"keypoint": {"steps": 2, "batch_size": 2}, "identity": {"steps": 2, "batch_size": 2}}
+    tiny = {"keypoint": {"steps": 2, "batch_size": 2}, "identity": {"steps": 2, "batch_size": 2}}
+    settings = override(get_protocol("synthetic").trained_evaluators, tiny)
     first = train_evaluators(tiny_dataset, tmp_path, settings, progress=False)
     mtime = (tmp_path / "keypoints.pt").stat().st_mtime_ns
     again = train_evaluators(tiny_dataset, tmp_path, settings, progress=False)

@@ -28,7 +28,7 @@ from data_prep.synthetic import generate  # noqa: E402
 from metrics.baseline import no_motion_reconstruction  # noqa: E402
 from metrics.evaluate import measure  # noqa: E402
 from metrics.registry import build_backends, get_protocol  # noqa: E402
-from metrics.train_evaluators import train_evaluators  # noqa: E402
+from metrics.train_evaluators import override, train_evaluators  # noqa: E402
 
 DATASET = {"train_videos": 4, "test_videos": 12, "num_identities": 4, "num_test_identities": 2}
 
@@ -53,7 +53,8 @@ def main() -> None:
         root = Path(tmp)
         dataset = generate(DATASET, root / "synthetic")
         tiny = {"keypoint": {"steps": 2, "batch_size": 2}, "identity": {"steps": 2, "batch_size": 2}}
-        train_evaluators(dataset, root / "evaluators", tiny, progress=False)
+        settings = override(get_protocol("synthetic").trained_evaluators, tiny)
+        train_evaluators(dataset, root / "evaluators", settings, progress=False)
         no_motion_reconstruction(dataset, root / "recon", progress=False)
         protocol = get_protocol("synthetic")
         backends = build_backends(protocol, args.device, root, root / "evaluators")

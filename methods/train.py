@@ -191,6 +191,21 @@ def _build_optimizers(model, train_params: dict[str, Any]):
     return optimizers, schedulers
 
 
+def losses_off(train_params: dict[str, Any]) -> list[str]:
+    """The loss terms a config switches off: ``loss_weights`` entries that are 0 at every scale.
+
+    Recorded in ``run.json`` and shown in the reports, so that a row trained without a term
+    (e.g. the demo's CPAB without the SAM and DINO losses, whose weights files are absent offline)
+    says so beside its numbers.
+    """
+    off = []
+    for name, weight in dict(train_params.get("loss_weights", {})).items():
+        values = weight if isinstance(weight, list) else [weight]
+        if all(float(v) == 0 for v in values):
+            off.append(name)
+    return sorted(off)
+
+
 def _weights_payload(model, optimizers) -> dict[str, Any]:
     """Networks and optimizers under the reference checkpoint keys."""
     return {
@@ -546,6 +561,7 @@ class _Trainer:
                 "method": self.config["method"],
                 "method_config": self.options.config_source,
                 "perceptual_loss": self.train_params.get("perceptual_loss", "vgg19"),
+                "losses_off": losses_off(self.train_params),
                 "epochs": self.num_epochs,
                 "train_seconds": round(sum(r["seconds"] for r in self.rows), 1),
                 "seed": self.options.seed,

@@ -24,7 +24,7 @@ def _fake_run(tiny_dataset, results, l1_by_video):
         rows += [{"video": video, "frame": i, "l1": l1_by_video[video]} for i in range(len(frames))]
     pd.DataFrame(rows).to_csv(run_dir / "metrics.csv", index=False)
     pd.DataFrame({"video": list(l1_by_video), "frames": 0, "file": ""}).to_csv(run_dir / "reconstruction" / "index.csv", index=False)
-    (run_dir / "run.json").write_text(json.dumps({"method_config": "methods/configs/fomm/synthetic.yaml", "perceptual_loss": "pixel_pyramid", "epochs": 3, "train_seconds": 1.5}))
+    (run_dir / "run.json").write_text(json.dumps({"method_config": "methods/configs/fomm/synthetic.yaml", "perceptual_loss": "pixel_pyramid", "losses_off": ["keypoint_semantic", "structure"], "epochs": 3, "train_seconds": 1.5}))
     return pd.DataFrame(rows)
 
 
@@ -49,6 +49,7 @@ def test_table1_html(tiny_dataset, tmp_path):
     assert cpab_taichi["AKD"].iloc[0] == "4.61"
     assert '<span class="paper">4.61</span>' in html  # shown exactly as the paper prints it
     assert "X2Face" in html and "pixel_pyramid" in html and "tiny.yaml" in html
+    assert "keypoint_semantic, structure" in html  # the run's switched-off losses, stated
     assert re.search(r"2 / 2</td>", html)  # test videos available / listed
     assert html.count("data:image/png;base64,") == 2  # ground truth + one run
     assert "seed 7" in html

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from methods import checkpoints
-from methods.train import STATE_NAME, TrainOptions, train
+from methods.train import STATE_NAME, TrainOptions, losses_off, train
 from tests.conftest import REPO, TINY_FOMM
 
 
@@ -38,7 +38,15 @@ def test_train_writes_checkpoint_log_and_info(tiny_dataset, tiny_fomm_config, tm
     assert log["lr_generator"].iloc[1] == pytest.approx(2e-5)
     info = json.loads((out / "run.json").read_text())
     assert info["perceptual_loss"] == "pixel_pyramid" and info["method_config"] == "x.yaml"
+    weights = tiny_fomm_config["train_params"]["loss_weights"]
+    assert info["losses_off"] == sorted(k for k, v in weights.items() if not any(v if isinstance(v, list) else [v]))
     assert not (out / STATE_NAME).exists()
+
+
+def test_losses_off_names_terms_at_weight_zero_on_every_scale():
+    params = {"loss_weights": {"perceptual": [0, 0], "keypoint_semantic": 0, "structure": 0.0, "bg": 10, "warp": [0, 1]}}
+    assert losses_off(params) == ["keypoint_semantic", "perceptual", "structure"]
+    assert losses_off({}) == []
 
 
 def test_resume_matches_uninterrupted_run(tiny_dataset, tiny_fomm_config, tmp_path):

@@ -23,6 +23,7 @@ include: "workflow/rules/avd.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/evaluators.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/weights.smk"
 
 
 rule all:

@@ -83,6 +83,43 @@ def get_protocol(name: str, path: str | Path | None = None) -> Protocol:
     return protocols[name]
 
 
+def protocol_weights(protocol: Protocol) -> list[str]:
+    """Weights-registry names (methods/weights.py) the protocol's pretrained backends load.
+
+    Trained evaluators (the synthetic protocol) load none: they are trained in the DAG.
+    """
+    if protocol.trained_evaluators is not None:
+        return []
+    names: list[str] = []
+    for spec in (protocol.keypoints, protocol.identity):
+        if spec:
+            names += backend_weights(spec["backend"], spec.get("params", {}))
+    return names
+
+
+def backend_weights(backend: str, params: dict[str, Any]) -> list[str]:
+    """Weights names backend ``backend`` loads with ``params`` (the names its module resolves)."""
+    if backend == "openpifpaf":
+        from metrics.backends.openpifpaf_body import weights_name
+
+        return [weights_name(**params)]
+    if backend == "face_alignment":
+        from metrics.backends.face_alignment_landmarks import FAN_WEIGHTS, SFD_WEIGHTS
+
+        return [FAN_WEIGHTS, SFD_WEIGHTS]
+    if backend == "facenet":
+        from metrics.backends.facenet_identity import WEIGHTS_NAME as FACENET
+
+        return [FACENET]
+    if backend == "torchreid":
+        from metrics.backends.torchreid_identity import WEIGHTS_NAME as TORCHREID
+
+        return [TORCHREID]
+    if backend == "synthetic":
+        return []
+    raise KeyError(f"no weights known for evaluator backend {backend!r}")
+
+
 def build_backends(protocol: Protocol, device: str, weights_dir: Path, evaluators_dir: Path | None) -> tuple[Any, Any]:
     """(keypoint backend or None, identity backend or None) for ``protocol``.
 

@@ -199,3 +199,15 @@ def test_protocols_file_is_validated(tmp_path):
     bad.write_text("x: {metrics: [l1, aed]}\n")
     with pytest.raises(ValueError, match="names no identity backend"):
         load_protocols(bad)
+
+
+def test_protocol_weights_name_the_files_each_backend_loads():
+    from methods.weights import REGISTRY
+    from metrics.registry import protocol_weights
+
+    assert protocol_weights(get_protocol("synthetic")) == []  # trained in the DAG
+    assert protocol_weights(get_protocol("mgif")) == []
+    assert protocol_weights(get_protocol("vox")) == ["fan_2d", "sfd", "facenet_vggface2"]
+    assert protocol_weights(get_protocol("taichi")) == ["openpifpaf_shufflenetv2k16", "torchreid_resnet50_market1501"]
+    for name in ("vox", "taichi", "ted"):
+        assert set(protocol_weights(get_protocol(name))) <= set(REGISTRY)

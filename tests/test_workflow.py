@@ -245,3 +245,20 @@ def test_default_dag_end_to_end_on_tiny_config(tmp_path):
     assert before and after.keys() == before.keys()
     assert all(after[name] > before[name] for name in before), "forcerun reused reconstructions"
     assert (run / "logs/reconstruct/synthetic/fomm.log.1").read_text() == first_log
+
+
+def test_fetch_weights_plans_every_file_the_reports_need(tmp_path):
+    # Offline nothing is downloaded: the dry run lists what `fetch_weights` would fetch.
+    demo = _snakemake("fetch_weights", "-n", "--cores", "1", cwd=tmp_path)
+    assert demo.returncode == 0, demo.stderr
+    planned = set(re.findall(r"output: resources/weights/(\S+)", demo.stdout + demo.stderr))
+    # The demo's Table-2 rows with the SAM and DINO losses; the synthetic protocol needs none.
+    assert planned == {"sam_vit_b_01ec64.pth", "dino_vitbase8_pretrain.pth"}
+    paper = _snakemake(
+        "fetch_weights", "-n", "--cores", "1", "--configfile", str(REPO / "workflow/config/paper.yaml"), cwd=tmp_path
+    )
+    assert paper.returncode == 0, paper.stderr
+    planned = set(re.findall(r"output: resources/weights/(\S+)", paper.stdout + paper.stderr))
+    assert {"vgg19.pth", "sam_vit_b_01ec64.pth", "dino_vitbase8_pretrain.pth", "2DFAN4-11f355bf06.pth.tar",
+            "s3fd-619a316812.pth", "20180402-114759-vggface2.pt", "resnet50_market1501.pt"} <= planned
+    assert any(name.startswith("shufflenetv2k16") for name in planned)

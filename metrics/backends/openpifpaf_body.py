@@ -85,12 +85,20 @@ class OpenpifpafBody:
         return out
 
 
+DEFAULT_CHECKPOINT = "shufflenetv2k16"
+
+
+def weights_name(checkpoint: str = DEFAULT_CHECKPOINT, **_: object) -> str:
+    """The weights-registry name of an openpifpaf checkpoint (other backend params ignored)."""
+    return f"openpifpaf_{checkpoint}"
+
+
 @register_keypoint_backend("openpifpaf")
 def build_openpifpaf(
     device: str = "cpu",
     weights_dir: str | Path = DEFAULT_WEIGHTS_DIR,
     batch_size: int = 8,
-    checkpoint: str = "shufflenetv2k16",
+    checkpoint: str = DEFAULT_CHECKPOINT,
     pretrained: bool = True,
 ) -> OpenpifpafBody:
     """``pretrained=False`` builds the checkpoint's architecture (base network ``checkpoint``
@@ -102,7 +110,7 @@ def build_openpifpaf(
     factory = openpifpaf.network.Factory()
     sha256 = RANDOM_INIT
     if pretrained:
-        path, sha256 = resolve_with_sha256(f"openpifpaf_{checkpoint}", weights_dir)
+        path, sha256 = resolve_with_sha256(weights_name(checkpoint), weights_dir)
         # openpifpaf checkpoints are pickled whole models (not state_dicts); the file is the
         # registry's, checked against its checksum above.
         net = torch.load(path, map_location="cpu", weights_only=False)["model"]

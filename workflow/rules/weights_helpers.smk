@@ -1,0 +1,41 @@
+# Helpers of weights.smk (kept apart from the rules, as snakemake --lint asks).
+import re as _re
+
+from methods import weights as _weights
+from methods.required_weights import required_weights as _required_weights
+from methods.required_weights import run_method_config as _run_method_config
+from metrics.registry import get_protocol as _get_protocol
+from metrics.registry import protocol_weights as _protocol_weights
+
+WEIGHTS_DIR = config["paths"]["weights"]
+WEIGHTS_FILES = {entry.filename: name for name, entry in _weights.REGISTRY.items()}
+WEIGHTS_FILE_PATTERN = "|".join(_re.escape(f) for f in sorted(WEIGHTS_FILES))
+
+
+def _report_runs():
+    """(run, dataset) of every training the reports ask for: Table 1 and Table 2."""
+    pairs = []
+    table1 = config.get("table1", {})
+    for dataset in table1.get("datasets", []):
+        pairs += [(run, dataset) for run in table1.get("runs", [])]
+    table2 = config.get("table2")
+    if table2:
+        for part in ("cpab", "tpsmm"):
+            pairs += [(run, table2["dataset"]) for run in table2.get(part, {}).values()]
+    return pairs
+
+
+def weights_needed(wildcards):
+    """Every weights file the configured reports need: the runs' (VGG-19, SAM, DINO) and the
+    evaluation protocols' of their datasets (openpifpaf, FAN + SFD, facenet, torchreid)."""
+    names, datasets = [], []
+    for run, dataset in _report_runs():
+        if run in config["runs"]:
+            _, method_config = _run_method_config(config["runs"][run], dataset, REPO)
+            names += _required_weights(method_config)
+        if dataset not in datasets:
+            datasets.append(dataset)
+    for dataset in datasets:
+        names += _protocol_weights(_get_protocol(config["datasets"][dataset]["protocol"]))
+    unique = list(dict.fromkeys(names))
+    return [f"{WEIGHTS_DIR}/{_weights.REGISTRY[name].filename}" for name in unique]

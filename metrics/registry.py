@@ -88,36 +88,15 @@ def protocol_weights(protocol: Protocol) -> list[str]:
 
     Trained evaluators (the synthetic protocol) load none: they are trained in the DAG.
     """
+    from metrics.backends import backend_weights
+
     if protocol.trained_evaluators is not None:
         return []
     names: list[str] = []
-    for spec in (protocol.keypoints, protocol.identity):
+    for kind, spec in (("keypoint", protocol.keypoints), ("identity", protocol.identity)):
         if spec:
-            names += backend_weights(spec["backend"], spec.get("params", {}))
+            names += backend_weights(kind, spec["backend"], spec.get("params", {}))
     return names
-
-
-def backend_weights(backend: str, params: dict[str, Any]) -> list[str]:
-    """Weights names backend ``backend`` loads with ``params`` (the names its module resolves)."""
-    if backend == "openpifpaf":
-        from metrics.backends.openpifpaf_body import weights_name
-
-        return [weights_name(**params)]
-    if backend == "face_alignment":
-        from metrics.backends.face_alignment_landmarks import FAN_WEIGHTS, SFD_WEIGHTS
-
-        return [FAN_WEIGHTS, SFD_WEIGHTS]
-    if backend == "facenet":
-        from metrics.backends.facenet_identity import WEIGHTS_NAME as FACENET
-
-        return [FACENET]
-    if backend == "torchreid":
-        from metrics.backends.torchreid_identity import WEIGHTS_NAME as TORCHREID
-
-        return [TORCHREID]
-    if backend == "synthetic":
-        return []
-    raise KeyError(f"no weights known for evaluator backend {backend!r}")
 
 
 def build_backends(protocol: Protocol, device: str, weights_dir: Path, evaluators_dir: Path | None) -> tuple[Any, Any]:

@@ -9,6 +9,7 @@ from .base import (
     BackendInfo,
     IdentityBackend,
     KeypointBackend,
+    backend_weights,
     build_identity_backend,
     build_keypoint_backend,
     list_backends,
@@ -18,6 +19,7 @@ from .base import (
 
 __all__ = [
     "BackendInfo",
+    "backend_weights",
     "IdentityBackend",
     "KeypointBackend",
     "build_identity_backend",

@@ -48,8 +48,12 @@ class IdentityBackend(Protocol):
 
 
 Factory = Callable[..., Any]
+#: ``weights(**params) -> [registry name, ...]``: the weights files a backend built with
+#: ``params`` loads (methods/weights.py names), for `animbench`'s fetch rule.
+WeightsNames = Callable[..., list[str]]
 _KEYPOINT: dict[str, Factory] = {}
 _IDENTITY: dict[str, Factory] = {}
+_WEIGHTS: dict[tuple[str, str], WeightsNames] = {}
 
 # Modules whose import registers built-in backends; imported on first lookup so that a
 # backend's heavy package (openpifpaf, face_alignment, ...) is only imported when used.
@@ -71,24 +75,45 @@ def _load_builtins() -> None:
             importlib.import_module(module)
 
 
-def _register(table: dict[str, Factory], kind: str, name: str) -> Callable[[Factory], Factory]:
+def _no_weights(**_: Any) -> list[str]:
+    return []
+
+
+def _register(
+    table: dict[str, Factory], kind: str, name: str, weights: WeightsNames
+) -> Callable[[Factory], Factory]:
     def decorator(factory: Factory) -> Factory:
         if name in table and table[name] is not factory:
             raise ValueError(f"{kind} backend {name!r} is already registered")
         table[name] = factory
+        _WEIGHTS[(kind, name)] = weights
         return factory
 
     return decorator
 
 
-def register_keypoint_backend(name: str) -> Callable[[Factory], Factory]:
-    """Register ``factory(device=..., weights_dir=..., **params) -> KeypointBackend``."""
-    return _register(_KEYPOINT, "keypoint", name)
+def register_keypoint_backend(
+    name: str, weights: WeightsNames = _no_weights
+) -> Callable[[Factory], Factory]:
+    """Register ``factory(device=..., weights_dir=..., **params) -> KeypointBackend`` and the
+    weights-registry names it loads (``weights(**params)``; none by default)."""
+    return _register(_KEYPOINT, "keypoint", name, weights)
 
 
-def register_identity_backend(name: str) -> Callable[[Factory], Factory]:
-    """Register ``factory(device=..., weights_dir=..., **params) -> IdentityBackend``."""
-    return _register(_IDENTITY, "identity", name)
+def register_identity_backend(
+    name: str, weights: WeightsNames = _no_weights
+) -> Callable[[Factory], Factory]:
+    """Register ``factory(device=..., weights_dir=..., **params) -> IdentityBackend`` and the
+    weights-registry names it loads (``weights(**params)``; none by default)."""
+    return _register(_IDENTITY, "identity", name, weights)
+
+
+def backend_weights(kind: str, name: str, params: dict[str, Any]) -> list[str]:
+    """Weights-registry names the ``kind`` ("keypoint" / "identity") backend ``name`` loads."""
+    _load_builtins()
+    if (kind, name) not in _WEIGHTS:
+        raise KeyError(f"unknown {kind} backend {name!r}")
+    return _WEIGHTS[(kind, name)](**params)
 
 
 def _build(table: dict[str, Factory], kind: str, name: str, **kwargs: Any) -> Any:

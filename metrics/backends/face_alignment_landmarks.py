@@ -71,7 +71,7 @@ def _load_state(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-@register_keypoint_backend("face_alignment")
+@register_keypoint_backend("face_alignment", weights=lambda **_: [FAN_WEIGHTS, SFD_WEIGHTS])
 def build_face_alignment(
     device: str = "cpu",
     weights_dir: str | Path = DEFAULT_WEIGHTS_DIR,

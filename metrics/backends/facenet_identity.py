@@ -62,7 +62,7 @@ class FacenetIdentity:
         return torch.cat(out).numpy()
 
 
-@register_identity_backend("facenet")
+@register_identity_backend("facenet", weights=lambda **_: [WEIGHTS_NAME])
 def build_facenet(
     device: str = "cpu",
     weights_dir: str | Path = DEFAULT_WEIGHTS_DIR,

@@ -88,12 +88,14 @@ class OpenpifpafBody:
 DEFAULT_CHECKPOINT = "shufflenetv2k16"
 
 
-def weights_name(checkpoint: str = DEFAULT_CHECKPOINT, **_: object) -> str:
-    """The weights-registry name of an openpifpaf checkpoint (other backend params ignored)."""
+def weights_name(checkpoint: str = DEFAULT_CHECKPOINT) -> str:
+    """The weights-registry name of an openpifpaf checkpoint."""
     return f"openpifpaf_{checkpoint}"
 
 
-@register_keypoint_backend("openpifpaf")
+@register_keypoint_backend(
+    "openpifpaf", weights=lambda checkpoint=DEFAULT_CHECKPOINT, **_: [weights_name(checkpoint)]
+)
 def build_openpifpaf(
     device: str = "cpu",
     weights_dir: str | Path = DEFAULT_WEIGHTS_DIR,

@@ -82,7 +82,7 @@ class TorchreidIdentity:
         return torch.cat(out).numpy()
 
 
-@register_identity_backend("torchreid")
+@register_identity_backend("torchreid", weights=lambda **_: [WEIGHTS_NAME])
 def build_torchreid(
     device: str = "cpu",
     weights_dir: str | Path = DEFAULT_WEIGHTS_DIR,

@@ -2,10 +2,6 @@
 import re as _re
 
 from methods import weights as _weights
-from methods.required_weights import required_weights as _required_weights
-from methods.required_weights import run_method_config as _run_method_config
-from metrics.registry import get_protocol as _get_protocol
-from metrics.registry import protocol_weights as _protocol_weights
 
 WEIGHTS_DIR = config["paths"]["weights"]
 WEIGHTS_FILES = {entry.filename: name for name, entry in _weights.REGISTRY.items()}
@@ -27,15 +23,19 @@ def _report_runs():
 
 def weights_needed(wildcards):
     """Every weights file the configured reports need: the runs' (VGG-19, SAM, DINO) and the
-    evaluation protocols' of their datasets (openpifpaf, FAN + SFD, facenet, torchreid)."""
+    evaluation protocols' of their datasets (openpifpaf, FAN + SFD, facenet, torchreid).
+    Imports here: only a DAG that targets fetch_weights reads configs and protocols."""
+    from methods.required_weights import required_weights, run_method_config
+    from metrics.registry import get_protocol, protocol_weights
+
     names, datasets = [], []
     for run, dataset in _report_runs():
         if run in config["runs"]:
-            _, method_config = _run_method_config(config["runs"][run], dataset, REPO)
-            names += _required_weights(method_config)
+            _, method_config = run_method_config(config["runs"][run], dataset, REPO)
+            names += required_weights(method_config)
         if dataset not in datasets:
             datasets.append(dataset)
     for dataset in datasets:
-        names += _protocol_weights(_get_protocol(config["datasets"][dataset]["protocol"]))
+        names += protocol_weights(get_protocol(config["datasets"][dataset]["protocol"]))
     unique = list(dict.fromkeys(names))
     return [f"{WEIGHTS_DIR}/{_weights.REGISTRY[name].filename}" for name in unique]

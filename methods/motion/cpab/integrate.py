@@ -238,7 +238,7 @@ def _plan(
     edges_all, nbr_all = _regions(tess)
     edges_all, nbr_all = edges_all.to(points.device), nbr_all.to(points.device)
     flat = a.reshape(-1, 2, 3)
-    flat_m, flat_b = flat[:, :, :2].contiguous(), flat[:, :, 2].contiguous()
+    flat_m = flat[:, :, :2].contiguous()
     limit = _rotation_limit(flat_m)  # per global cell
     # Sub-steps of fast-rotating cells do not count as crossings: budget for them apart.
     finite = limit[torch.isfinite(limit)]
@@ -261,6 +261,7 @@ def _plan(
             _HIT_TOL,
             _HIT_ITERS,
         )
+    flat_b = flat[:, :, 2].contiguous()
     x = points.reshape(-1, 2).clone()
     bidx = torch.arange(bsz, device=points.device).repeat_interleave(n)
     cell = tess.cell_index(x)

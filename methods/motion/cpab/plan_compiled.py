@@ -365,11 +365,12 @@ def plan_compiled(
     segments = []
     for k in range(len(bounds) - 1):
         s, e = int(bounds[k]), int(bounds[k + 1])
+        # Views of the sorted records: plan_segments clones what it returns.
         segments.append(
             (
-                torch.from_numpy(rec_p[s:e].copy()),
-                torch.from_numpy(rec_g[s:e].copy()),
-                torch.from_numpy(rec_d[s:e].copy()),
+                torch.from_numpy(rec_p[s:e]),
+                torch.from_numpy(rec_g[s:e]),
+                torch.from_numpy(rec_d[s:e]),
             )
         )
     return segments, torch.from_numpy(end)

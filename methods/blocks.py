@@ -25,18 +25,29 @@ def make_coordinate_grid(
     ``align_corners=True`` convention of ``grid_sample``.
     """
     h, w = int(spatial_size[0]), int(spatial_size[1])
-    xs = (
-        torch.linspace(-1.0, 1.0, w, dtype=dtype, device=device)
-        if w > 1
-        else torch.zeros(1, dtype=dtype, device=device)
-    )
-    ys = (
-        torch.linspace(-1.0, 1.0, h, dtype=dtype, device=device)
-        if h > 1
-        else torch.zeros(1, dtype=dtype, device=device)
-    )
+
+    def axis(n: int) -> torch.Tensor:
+        # 2 * (i / (n - 1)) - 1 rather than linspace: the rounding of the released FOMM, MRAA
+        # and TPSMM code, so float32 outputs on their checkpoints agree bit for bit here.
+        if n == 1:
+            return torch.zeros(1, dtype=dtype, device=device)
+        return 2 * (torch.arange(n, device=device).to(dtype) / (n - 1)) - 1
+
+    xs, ys = axis(w), axis(h)
     yy, xx = torch.meshgrid(ys, xs, indexing="ij")
     return torch.stack([xx, yy], dim=-1)
+
+
+def heatmap_mean(heatmap: torch.Tensor) -> torch.Tensor:
+    """(B, K, H, W) normalised heatmaps -> (B, K, 2) expected coordinates (x first): FOMM's
+    keypoints, MRAA's region shifts.
+
+    A weighted sum over the pixel axes, not a matrix product: the released FOMM/MRAA code's
+    summation order. Downstream (MRAA's SVD square root and ``A_d^{-1}``) a 3e-7 difference
+    here grew to 1e-4 in the output on near-isotropic regions (docs/mraa.md).
+    """
+    grid = make_coordinate_grid(heatmap.shape[2:], heatmap.dtype, heatmap.device)
+    return (heatmap.unsqueeze(-1) * grid).sum(dim=(2, 3))
 
 
 def kp2gaussian(

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods.blocks import AntiAliasInterpolation2d, Hourglass, make_coordinate_grid
+from methods.blocks import AntiAliasInterpolation2d, Hourglass, heatmap_mean
 
 
 class KPDetector(nn.Module):
@@ -61,8 +61,7 @@ class KPDetector(nn.Module):
         logits = self.kp(features)
         b, k, h, w = logits.shape
         heatmap = F.softmax(logits.reshape(b, k, h * w) / self.temperature, dim=2)
-        grid = make_coordinate_grid((h, w), heatmap.dtype, heatmap.device).reshape(h * w, 2)
-        out = {"value": heatmap @ grid}
+        out = {"value": heatmap_mean(heatmap.reshape(b, k, h, w))}
         if self.jacobian is not None:
             maps = self.jacobian(features).reshape(b, self.num_jacobian_maps, 4, h * w)
             jac = (heatmap.unsqueeze(2) * maps).sum(-1)

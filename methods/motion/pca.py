@@ -18,25 +18,18 @@ from __future__ import annotations
 
 import torch
 
-from methods.blocks import make_coordinate_grid
+from methods.blocks import heatmap_mean, make_coordinate_grid
 
 Regions = dict[str, torch.Tensor]
 
 
-def heatmap_mean(heatmap: torch.Tensor) -> torch.Tensor:
-    """(B, K, H, W) normalised heatmaps -> (B, K, 2) expected coordinates (x first)."""
-    h, w = heatmap.shape[2:]
-    grid = make_coordinate_grid((h, w), heatmap.dtype, heatmap.device).view(h * w, 2)
-    return heatmap.flatten(2) @ grid
-
-
 def heatmap_covariance(heatmap: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
     """(B, K, H, W) heatmaps and their (B, K, 2) means -> (B, K, 2, 2) covariances."""
-    h, w = heatmap.shape[2:]
-    grid = make_coordinate_grid((h, w), heatmap.dtype, heatmap.device).view(1, 1, h * w, 2)
-    centred = grid - mean.unsqueeze(-2)  # (B, K, HW, 2)
-    weighted = centred * heatmap.flatten(2).unsqueeze(-1)
-    return weighted.transpose(-1, -2) @ centred
+    grid = make_coordinate_grid(heatmap.shape[2:], heatmap.dtype, heatmap.device)
+    centred = grid - mean[:, :, None, None, :]  # (B, K, H, W, 2)
+    outer = centred.unsqueeze(-1) * centred.unsqueeze(-2)  # (B, K, H, W, 2, 2)
+    # A weighted sum over the pixel axes (the released code's order; see blocks.heatmap_mean).
+    return (outer * heatmap[..., None, None]).sum(dim=(2, 3))
 
 
 def svd_2x2(covar: torch.Tensor, fast: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -120,12 +113,12 @@ def region_motions(
         affine = source["affine"] @ torch.inverse(driving["affine"])  # (B, K, 2, 2)
         if revert_axis_swap:
             affine = align_axes(affine)
-        rel = torch.einsum("bkij,bkhwj->bkhwi", affine, rel)
+        rel = (affine[:, :, None, None] @ rel.unsqueeze(-1)).squeeze(-1)
     per_region = rel + shift_s[:, :, None, None, :]
     if bg_params is None:
         background = identity[None, None].expand(b, 1, *identity.shape)
     else:
         homogeneous = torch.cat([identity, torch.ones_like(identity[..., :1])], dim=-1)  # (H, W, 3)
-        mapped = torch.einsum("bij,hwj->bhwi", bg_params, homogeneous)
+        mapped = (bg_params[:, None, None] @ homogeneous.unsqueeze(-1)).squeeze(-1)
         background = (mapped[..., :2] / mapped[..., 2:3]).unsqueeze(1)
     return torch.cat([background, per_region], dim=1)

@@ -22,10 +22,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+import yaml
 from tqdm import tqdm
 
 from data_prep.io import atomic_path, file_sha256, write_text
@@ -34,34 +36,29 @@ from data_prep.synthetic import GROUND_TRUTH_NAME, JOINTS
 from data_prep.video import read_video
 from metrics.backends import synthetic
 from metrics.backends.synthetic import IDENTITY_FILE, KEYPOINT_FILE, IdentityNet, KeypointNet
+from metrics.registry import SCHEMA_FILE
 
 log = logging.getLogger(__name__)
 VALIDATION_NAME = "validation.json"
 #: The six orders of the RGB channels (identity first).
 PERMUTATIONS = ((0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0))
 
-#: The settings a training needs, by section. Their values live in one place, the protocol's
-#: ``trained_evaluators`` section of metrics/protocols.yaml; this only names the keys.
-SETTING_KEYS: dict[str, tuple[str, ...] | None] = {
-    "seed": None,
-    "keypoint": ("steps", "batch_size", "lr", "width", "shift"),
-    "identity": ("steps", "batch_size", "lr", "width", "dim", "scale", "shift"),
-    "targets": ("keypoint_error_px", "visibility_accuracy", "identity_top1"),
-}
-
-
 def check_settings(settings: dict[str, Any]) -> None:
-    """Raise a KeyError naming every missing or unknown key of a complete settings dict."""
-    problems = [f"unknown {k!r}" for k in settings if k not in SETTING_KEYS]
-    for key, keys in SETTING_KEYS.items():
-        if key not in settings:
-            problems.append(f"missing {key!r}")
-        elif keys is not None:
-            section = settings[key] if isinstance(settings[key], dict) else {}
-            problems += [f"missing {key}.{k}" for k in keys if k not in section]
-            problems += [f"unknown {key}.{k}" for k in section if k not in keys]
-    if problems:
-        raise KeyError(f"evaluator training settings: {'; '.join(problems)} (see metrics/protocols.yaml)")
+    """Raise a KeyError naming every missing, unknown or ill-typed key of a settings dict.
+
+    The keys and their types are defined once, by ``$defs/trained_evaluators`` in
+    metrics/protocols.schema.yaml (which also validates protocols.yaml when it loads); this
+    checks dicts built in code (tests, benchmarks, :func:`override`) against the same schema.
+    """
+    schema = yaml.safe_load(SCHEMA_FILE.read_text())
+    section = {**schema["$defs"]["trained_evaluators"], "$defs": schema["$defs"]}
+    errors = sorted(
+        jsonschema.Draft202012Validator(section).iter_errors(settings),
+        key=lambda e: [str(p) for p in e.absolute_path],
+    )
+    if errors:
+        problems = ["at " + (".".join(str(p) for p in e.absolute_path) or "(top level)") + ": " + e.message for e in errors]
+        raise KeyError(f"evaluator training settings: {'; '.join(problems)} (see metrics/protocols.schema.yaml)")
 
 
 def override(settings: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

@@ -10,9 +10,8 @@ import torch
 
 from metrics.backends import build_identity_backend, build_keypoint_backend, list_backends
 from metrics.backends.synthetic import IdentityNet, KeypointNet, _to_tensor, for_inference
-from metrics.registry import get_protocol
+from metrics.registry import PROTOCOLS_FILE, get_protocol, load_protocols
 from metrics.train_evaluators import (
-    SETTING_KEYS,
     check_settings,
     load_split,
     override,
@@ -70,15 +69,22 @@ def test_shift_moves_content_by_whole_pixels():
     assert moved[0, 0, 3, 5] == pytest.approx(1.0)
 
 
-def test_protocol_settings_are_the_trainer_settings():
-    # protocols.yaml carries the demo settings; every key must be one the trainer knows.
+def test_protocol_settings_are_the_trainer_settings(tmp_path):
+    # protocols.yaml carries the demo settings; the schema defines every key the trainer needs.
     settings = get_protocol("synthetic").trained_evaluators
     check_settings(settings)  # complete: the trainer has no defaults of its own
-    assert set(settings) == set(SETTING_KEYS)
-    with pytest.raises(KeyError, match="missing keypoint.lr"):
+    with pytest.raises(KeyError, match="at keypoint: 'lr' is a required property"):
         check_settings({**settings, "keypoint": {k: v for k, v in settings["keypoint"].items() if k != "lr"}})
+    with pytest.raises(KeyError, match="at identity.steps: 'x' is not of type 'integer'"):
+        check_settings({**settings, "identity": {**settings["identity"], "steps": "x"}})
     with pytest.raises(KeyError, match="unknown evaluator training setting 'steps'"):
         override(settings, {"steps": 3})
+    # the same schema rejects a protocols file with an incomplete section when it loads
+    text = PROTOCOLS_FILE.read_text()
+    broken = tmp_path / "protocols.yaml"
+    broken.write_text(text.replace("dim: 64, ", "", 1))
+    with pytest.raises(ValueError, match="trained_evaluators/identity.*'dim' is a required property"):
+        load_protocols(broken)
 
 
 def test_load_split_matches_ground_truth(tiny_dataset):

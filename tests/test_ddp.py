@@ -68,8 +68,10 @@ def test_two_gloo_processes_match_one_process(tiny_dataset, tmp_path):
     assert differ**0.5 < 0.02 * moved**0.5, (differ**0.5, moved**0.5)
     logs = [pd.read_csv(tmp_path / f"p{n}" / "train_log.csv") for n in (1, 2)]
     for column in [c for c in logs[0].columns if c.startswith("loss_")]:
-        # The logged losses are global-batch means in both runs (measured within 3e-5).
-        assert logs[1][column].tolist() == pytest.approx(logs[0][column].tolist(), rel=1e-3, abs=1e-6), column
+        # The logged losses are global-batch means in both runs (measured within 3e-5). Without
+        # warp noise the equivariance losses are zero in exact arithmetic: what is logged is
+        # float rounding (1e-6 to 4e-6 seen), so they get an absolute tolerance above that.
+        assert logs[1][column].tolist() == pytest.approx(logs[0][column].tolist(), rel=1e-3, abs=1e-4), column
     info = json.loads((tmp_path / "p2" / "run.json").read_text())
     assert info["processes"] == 2 and info["device"] == "cpu"
 

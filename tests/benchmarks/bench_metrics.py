@@ -11,8 +11,9 @@ an empty ground-truth cache, three ways, interleaved in the same process:
   ground truth and generated frames through each evaluator in shared batches);
 - ``reference loop``: the structure of the pose-evaluation code the papers used, with the same
   backends and readers: one extraction pass per evaluator and per side (its ``extract.py`` runs
-  four times: keypoints and identity, ground truth and generated), each reading every video and
-  giving the network one frame at a time, then the comparison (``cmp*.py``) and L1;
+  four times: keypoints and identity, ground truth and generated), each reading its side of
+  every video and giving the network one frame at a time, then the comparison (``cmp*.py``) and
+  L1;
 - ``one frame``: ``measure`` with ``batch_size=1`` (our single read, the evaluators one frame
   at a time): the share of the gain that batching alone buys.
 
@@ -36,7 +37,7 @@ import torch
 if __package__ in (None, ""):  # run as a script: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from data_prep.manifest import available_videos  # noqa: E402
+from data_prep.manifest import MANIFEST_NAME, available_videos, parse_size, read_manifest  # noqa: E402
 from data_prep.synthetic import generate  # noqa: E402
 from data_prep.video import read_stacked_png, read_video  # noqa: E402
 from metrics.baseline import no_motion_reconstruction  # noqa: E402
@@ -59,15 +60,20 @@ def timed_pass(recon: Path, dataset: Path, protocol, backends, cache: Path, batc
 
 
 def reference_loop(recon: Path, dataset: Path, protocol, backends) -> tuple[float, int, dict[str, np.ndarray]]:
-    """The pose-evaluation structure: per evaluator and side a reading pass, one frame per call."""
+    """The pose-evaluation structure: per evaluator and side a reading pass, one frame per call.
+
+    Each pass reads only its own side: the frame width of the stacked PNGs comes from the
+    manifest, as the reference takes it from its ``--image_shape`` argument.
+    """
+    manifest = read_manifest(dataset / MANIFEST_NAME).set_index("video")
     start = time.perf_counter()
     videos = available_videos(dataset, "test")
 
     def frames(video: str, side: str):
-        truth = read_video(dataset / "test" / video)
         if side == "truth":
-            return truth
-        return read_stacked_png(recon / f"{video}.png", frame_width=truth.shape[2])
+            return read_video(dataset / "test" / video)
+        width = parse_size(manifest.loc[video, "size"])[1]
+        return read_stacked_png(recon / f"{video}.png", frame_width=width)
 
     def extract(fn, side: str) -> dict[str, np.ndarray]:
         return {v: np.concatenate([fn(f[None]) for f in frames(v, side)]) for v in videos}

@@ -56,6 +56,12 @@ def _check(name: str, entry: dict[str, Any], where: Path) -> Protocol:
     return protocol
 
 
+@cache
+def load_schema() -> dict[str, Any]:
+    """The protocols schema (also the definition of the evaluator training settings)."""
+    return yaml.safe_load(SCHEMA_FILE.read_text())
+
+
 def load_protocols(path: str | Path = PROTOCOLS_FILE) -> dict[str, Protocol]:
     """Read, validate and return every protocol of ``path``."""
     path = Path(path)
@@ -64,7 +70,7 @@ def load_protocols(path: str | Path = PROTOCOLS_FILE) -> dict[str, Protocol]:
     except (OSError, yaml.YAMLError) as err:
         raise ValueError(f"cannot read protocols file {path}: {err}") from err
     try:
-        jsonschema.validate(data, yaml.safe_load(SCHEMA_FILE.read_text()))
+        jsonschema.validate(data, load_schema())
     except jsonschema.ValidationError as err:
         where = "/".join(str(p) for p in err.absolute_path) or "(top level)"
         raise ValueError(f"{path}: invalid protocol at {where}: {err.message}") from err

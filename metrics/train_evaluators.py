@@ -27,7 +27,6 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-import yaml
 from tqdm import tqdm
 
 from data_prep.io import atomic_path, file_sha256, write_text
@@ -36,7 +35,7 @@ from data_prep.synthetic import GROUND_TRUTH_NAME, JOINTS
 from data_prep.video import read_video
 from metrics.backends import synthetic
 from metrics.backends.synthetic import IDENTITY_FILE, KEYPOINT_FILE, IdentityNet, KeypointNet
-from metrics.registry import SCHEMA_FILE
+from metrics.registry import load_schema
 
 log = logging.getLogger(__name__)
 VALIDATION_NAME = "validation.json"
@@ -50,7 +49,7 @@ def check_settings(settings: dict[str, Any]) -> None:
     metrics/protocols.schema.yaml (which also validates protocols.yaml when it loads); this
     checks dicts built in code (tests, benchmarks, :func:`override`) against the same schema.
     """
-    schema = yaml.safe_load(SCHEMA_FILE.read_text())
+    schema = load_schema()
     section = {**schema["$defs"]["trained_evaluators"], "$defs": schema["$defs"]}
     errors = sorted(
         jsonschema.Draft202012Validator(section).iter_errors(settings),

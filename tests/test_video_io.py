@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import struct
+import zlib
+
+import cv2
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from data_prep import video as video_io
 from data_prep.video import (
     VideoError,
     frame_name,
@@ -120,6 +125,38 @@ def test_truncated_png(tmp_path):
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(VideoError, match=r"0000002\.png"):
         read_video(tmp_path / "v")
+
+
+def _with_chunk(png: bytes, kind: bytes, payload: bytes) -> bytes:
+    """``png`` with an ancillary chunk inserted right after IHDR (8-byte signature + 25-byte IHDR)."""
+    body = kind + payload
+    chunk = struct.pack(">I", len(payload)) + body + struct.pack(">I", zlib.crc32(body))
+    return png[:33] + chunk + png[33:]
+
+
+def test_fast_decoder_matches_pillow(tmp_path):
+    """8-bit RGB frames go through libpng (OpenCV); ancillary chunks that could tempt a decoder
+    into colour management (gamma, sRGB, significant bits) must not change a pixel."""
+    frame = _frames(t=1, h=16, w=12)[0]
+    write_video(tmp_path / "v", frame[None])
+    png = (tmp_path / "v" / frame_name(0)).read_bytes()
+    for kind, payload in ((b"gAMA", struct.pack(">I", 20000)), (b"sRGB", b"\x00"), (b"sBIT", b"\x05\x05\x05")):
+        path = tmp_path / f"{kind.decode()}.png"
+        path.write_bytes(_with_chunk(png, kind, payload))
+        assert video_io._is_8bit_rgb_png(path.read_bytes()) == (16, 12)  # the fast path is taken
+        np.testing.assert_array_equal(read_frame(path), frame)
+        np.testing.assert_array_equal(video_io._decode_png_pil(path), frame)
+
+
+def test_what_libpng_refuses_pillow_decides(tmp_path):
+    """libpng refuses a PNG without its end chunk, which Pillow reads (as before the fast path):
+    the result must not depend on which decoder ran."""
+    frame = _frames(t=1, h=16, w=12)[0]
+    write_video(tmp_path / "v", frame[None])
+    path = tmp_path / "v" / frame_name(0)
+    path.write_bytes(path.read_bytes()[:-12])  # drop IEND
+    assert cv2.imdecode(np.frombuffer(path.read_bytes(), np.uint8), cv2.IMREAD_COLOR_RGB) is None
+    np.testing.assert_array_equal(read_frame(path), frame)
 
 
 def test_wrong_resolution(tmp_path):

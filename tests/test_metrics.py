@@ -44,6 +44,19 @@ def test_l1_matches_hand_computation():
     b[0, 0, 0, :] = 255  # frame 0: 3 of 6 values differ by 1.0
     b[1, 0, 1, 0] = 51  # frame 1: 1 of 6 values differs by 0.2
     np.testing.assert_allclose(l1_per_frame(a, b), [0.5, 0.2 / 6])
+    np.testing.assert_allclose(l1_per_frame(b, a), [0.5, 0.2 / 6])  # |a - b| both ways in uint8
+
+
+def test_l1_equals_the_float_definition():
+    rng = np.random.default_rng(0)
+    a, b = (rng.integers(0, 256, (3, 5, 7, 3), dtype=np.uint8) for _ in range(2))
+    a_before, b_before = a.copy(), b.copy()
+    expected = np.abs(a / 255.0 - b / 255.0).reshape(3, -1).mean(axis=1)
+    np.testing.assert_allclose(l1_per_frame(a, b), expected, rtol=1e-12)
+    np.testing.assert_array_equal(a, a_before)  # the difference is computed in a new array
+    np.testing.assert_array_equal(b, b_before)
+    with pytest.raises(ValueError, match="uint8"):
+        l1_per_frame(a.astype(np.float32), b.astype(np.float32))
 
 
 def test_l1_rejects_shape_mismatch():

@@ -21,11 +21,13 @@ import json
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 from tqdm import tqdm
 
 from data_prep.io import atomic_path, write_text
@@ -110,8 +112,15 @@ def measure(
     gt_cache_dir: Path | None = None,
     batch_size: int = 32,
     progress: bool = True,
+    prefetch: bool = False,
 ) -> Evaluation:
-    """Per-frame metrics of every available test video with the given (built) backends."""
+    """Per-frame metrics of every available test video with the given (built) backends.
+
+    ``prefetch`` decodes the next video's PNGs in a thread while the evaluators run on this
+    one: right when they run on a GPU. On a CPU their threads already use every core, and a
+    decoder beside them slowed the pass (tests/benchmarks/bench_metrics.py), so frames are read
+    in turn.
+    """
     videos = available_videos(dataset_root, "test")
     caches = {}
     for kind, backend in (("keypoints", keypoint_backend), ("identity", identity_backend)):
@@ -126,16 +135,17 @@ def measure(
         total=len(videos), desc=f"evaluate ({protocol.name})", unit="video", disable=not progress
     )
     with ThreadPoolExecutor(max_workers=1) as reader:
-        # Decoding the next video's PNGs overlaps the evaluators' work on this one.
-        pending = (
-            reader.submit(_read_pair, dataset_root, reconstruction_dir, videos[0])
-            if videos
-            else None
-        )
+
+        def read(video: str) -> Callable[[], tuple[np.ndarray, np.ndarray]]:
+            if prefetch:  # decode in the background while the evaluators work
+                return reader.submit(_read_pair, dataset_root, reconstruction_dir, video).result
+            return partial(_read_pair, dataset_root, reconstruction_dir, video)
+
+        pending = read(videos[0]) if videos else None
         for i, video in enumerate(videos):
-            truth, prediction = pending.result()
+            truth, prediction = pending()
             if i + 1 < len(videos):
-                pending = reader.submit(_read_pair, dataset_root, reconstruction_dir, videos[i + 1])
+                pending = read(videos[i + 1])
             n = truth.shape[0]
             columns = {"video": np.full(n, video, dtype=object), "frame": np.arange(n)}
             columns["l1"] = l1_per_frame(prediction, truth)
@@ -214,6 +224,7 @@ def evaluate_reconstructions(
         gt_cache_dir,
         batch_size,
         progress,
+        prefetch=torch.device(device).type != "cpu",
     )
 
 

@@ -129,6 +129,19 @@ def test_no_motion_baseline_is_frame_zero_everywhere(tiny_dataset, tiny_evaluato
     assert (first["l1"] == 0).all() and (table[table.frame > 0]["l1"] > 0).all()
 
 
+def test_prefetching_reader_gives_the_same_table_and_errors(tiny_dataset, tmp_path):
+    """On a GPU the next video is decoded in a thread (``prefetch``); on a CPU in turn. Both
+    must measure the same frames, in order, and a bad video must still stop the pass."""
+    _copy_truth(tiny_dataset, tmp_path, lambda i, f: f[::-1].copy())  # frames reversed
+    protocol = get_protocol("l1")
+    tables = [measure(tmp_path, tiny_dataset, protocol, progress=False, prefetch=p).table for p in (False, True)]
+    pd.testing.assert_frame_equal(tables[0], tables[1])
+    assert (tables[0]["l1"] > 0).any()
+    (tmp_path / f"{available_videos(tiny_dataset, 'test')[-1]}.png").unlink()
+    with pytest.raises(FileNotFoundError, match="no reconstruction"):
+        measure(tmp_path, tiny_dataset, protocol, progress=False, prefetch=True)
+
+
 def test_missing_reconstruction_is_an_error(tiny_dataset, tmp_path):
     with pytest.raises(FileNotFoundError, match="no reconstruction"):
         evaluate_reconstructions(tmp_path, tiny_dataset, "l1", progress=False)

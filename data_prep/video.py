@@ -70,8 +70,8 @@ def _decode_png(path: Path) -> np.ndarray:
     """Decode ``path`` fully into an RGB uint8 array, or raise VideoError naming it.
 
     8-bit RGB frames, all a dataset or a reconstruction holds, are decoded by OpenCV's libpng
-    in about 60% of Pillow's time per frame (evaluation reads every frame; measured with
-    tests/benchmarks/bench_metrics.py), and without holding the GIL. libpng is the stricter of
+    in about 60% of Pillow's time (0.14 against 0.23 ms for a 64×64 frame; evaluation and
+    training read every frame), and without holding the GIL. libpng is the stricter of
     the two (it also refuses a bad chunk checksum or a missing end chunk); whatever it refuses,
     and every other colour type, goes through Pillow, which applies the mode policy and words
     the error, so what is accepted and what is returned do not depend on the decoder.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -18,4 +20,4 @@ def l1_per_frame(prediction: np.ndarray, target: np.ndarray) -> np.ndarray:
     diff = np.maximum(prediction, target)
     diff -= np.minimum(prediction, target)
     per_frame = diff.reshape(diff.shape[0], -1).sum(axis=1, dtype=np.int64)
-    return per_frame / (255.0 * (diff[0].size if len(diff) else 1))
+    return per_frame / (255.0 * math.prod(diff.shape[1:]))

@@ -86,13 +86,12 @@ def reference_loop(recon: Path, dataset: Path, protocol, backends, reader: str) 
     videos = available_videos(dataset, "test")
 
     def frames(video: str, side: str) -> np.ndarray:
+        if side == "truth":
+            folder = dataset / "test" / video
+            return _imageio_video(folder) if reader == "imageio" else read_video(folder)
         width = parse_size(manifest.loc[video, "size"])[1]
         if reader == "imageio":
-            if side == "truth":
-                return _imageio_video(dataset / "test" / video)
             return _imageio_stacked(recon / f"{video}.png", width)
-        if side == "truth":
-            return read_video(dataset / "test" / video)
         return read_stacked_png(recon / f"{video}.png", frame_width=width)
 
     def extract(fn, side: str) -> dict[str, np.ndarray]:
@@ -154,6 +153,7 @@ def main() -> None:
         ratios = [b / o for b, o in zip(rates["batched"], rates[other], strict=True)]
         print(f"batched (batch {args.batch_size}) / {other}: median {statistics.median(ratios):.2f}x "
               f"(min {min(ratios):.2f}x, max {max(ratios):.2f}x over {args.reps} interleaved repetitions)")
+
 
 if __name__ == "__main__":
     main()

@@ -2,8 +2,12 @@
 # `snakemake --cores all reports/table1.html` runs the embedded demo (workflow/config/default.yaml);
 # Another `--configfile` (merged over the default) scales the same DAG up.
 import os
+from pathlib import Path
 
-from snakemake.utils import min_version, validate
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import min_version
+
+from animbench.workflow_config import WorkflowConfigError, check_workflow_config
 
 min_version("9.0")
 
@@ -12,7 +16,13 @@ min_version("9.0")
 configfile: os.path.join(workflow.basedir, "workflow/config/default.yaml")
 
 
-validate(config, os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml"))
+# The same check as every `animbench` command's: one line naming the file, the key and the fix.
+try:
+    check_workflow_config(
+        config, ", ".join(Path(f).name for f in workflow.configfiles), Path(workflow.basedir)
+    )
+except WorkflowConfigError as err:
+    raise WorkflowError(str(err)) from None
 
 
 include: "workflow/rules/common.smk"

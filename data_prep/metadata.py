@@ -24,6 +24,9 @@ from pathlib import Path
 REQUIRED_COLUMNS = ("video_id", "start", "end", "bbox", "fps", "width", "height", "partition")
 PARTITIONS = ("train", "test")
 
+#: The commit of video-preprocessing whose published TaiChi and Vox tables we fetch.
+METADATA_COMMIT = "ac40aac58657a3d8db85421cd4afcf465e86ead1"
+
 
 class MetadataError(ValueError):
     """A metadata file is unreadable, lacks a column, or is a known-bad table."""

@@ -28,10 +28,10 @@ from PIL import Image, ImageSequence
 from tqdm import tqdm
 
 from data_prep.availability import write_availability
+from data_prep.datasets import register_dataset
 from data_prep.fetch import fetch_file
 from data_prep.io import atomic_dir, file_sha256, write_text
 from data_prep.manifest import format_size, write_manifest
-from data_prep.registry import register_dataset
 from data_prep.video import write_video
 
 PUBLISHED_URL = "https://yadi.sk/d/5VdqLARizmnj3Q"

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from data_prep.datasets import register_dataset
 from data_prep.io import atomic_dir, atomic_path
 from data_prep.manifest import MANIFEST_NAME, format_size, write_manifest
 from data_prep.video import write_video
@@ -534,3 +535,9 @@ def generate(config: SyntheticConfig | dict, out_dir: str | os.PathLike) -> Path
                 gt_tmp, index=False, float_format="%.4f"
             )
     return out_dir
+
+
+@register_dataset("synthetic")
+def build(params: dict, out_dir: Path) -> Path:
+    """The dataset registry's builder: ``params`` are :class:`SyntheticConfig` fields."""
+    return generate(SyntheticConfig.from_dict(params), out_dir)

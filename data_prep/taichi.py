@@ -6,9 +6,9 @@ URL pinned to its commit and checked by SHA-256.
 
 from __future__ import annotations
 
+from data_prep.metadata import METADATA_COMMIT
 from data_prep.video_dataset import VideoDatasetSpec, register_video_dataset
 
-METADATA_COMMIT = "ac40aac58657a3d8db85421cd4afcf465e86ead1"
 METADATA_URL = (
     "https://raw.githubusercontent.com/AliaksandrSiarohin/video-preprocessing/"
     f"{METADATA_COMMIT}/taichi-metadata.csv"

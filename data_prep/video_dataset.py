@@ -28,6 +28,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from data_prep.availability import write_availability
+from data_prep.datasets import register_dataset
 from data_prep.download import DownloadOptions, download_video, remove_partial
 from data_prep.fetch import FetchError, fetch_file
 from data_prep.io import atomic_path, file_sha256, write_text
@@ -43,6 +44,7 @@ from data_prep.metadata import (
     write_chunks,
 )
 from data_prep.preprocess import RESIZE_METHODS, ChunkResult, chunk_dir, cut_chunks
+from data_prep.registry import Registry
 from data_prep.sources import VideoSources, find_preprocessed, find_raw_video, import_preprocessed
 
 CHUNKS_NAME = "chunks.csv"
@@ -69,27 +71,29 @@ class VideoDatasetSpec:
     metadata_help: str = ""
 
 
-VIDEO_DATASETS: dict[str, VideoDatasetSpec] = {}
+#: The YouTube datasets (each also in the dataset registry); the workflow gives these the
+#: per-video download rules.
+VIDEO_DATASETS: Registry[VideoDatasetSpec] = Registry(
+    "video dataset", ("data_prep.taichi", "data_prep.ted", "data_prep.vox")
+)
 
 
 def register_video_dataset(spec: VideoDatasetSpec) -> VideoDatasetSpec:
     """Add ``spec`` to :data:`VIDEO_DATASETS` and register its builder in the dataset registry."""
-    from data_prep.registry import register_dataset
-
-    if spec.name in VIDEO_DATASETS:
-        raise ValueError(f"video dataset {spec.name!r} is already registered")
-    VIDEO_DATASETS[spec.name] = spec
+    VIDEO_DATASETS.add(spec.name, spec)
     register_dataset(spec.name)(lambda params, out_dir: build(spec, params, out_dir))
     return spec
 
 
-def get_spec(name: str) -> VideoDatasetSpec:
-    import data_prep.registry  # noqa: F401  (imports the dataset modules, which register)
+def list_video_datasets() -> list[str]:
+    return VIDEO_DATASETS.names()
 
+
+def get_spec(name: str) -> VideoDatasetSpec:
     try:
-        return VIDEO_DATASETS[name]
-    except KeyError:
-        raise ValueError(f"unknown video dataset {name!r}; known: {sorted(VIDEO_DATASETS)}") from None
+        return VIDEO_DATASETS.get(name)
+    except KeyError as err:
+        raise ValueError(err.args[0]) from None
 
 
 @dataclass(frozen=True)
@@ -398,7 +402,7 @@ def build(spec: VideoDatasetSpec, params: dict, out_dir: Path) -> Path:
 
 
 __all__ = [
-    "VIDEO_DATASETS", "VideoDatasetSpec", "VideoParams", "assemble", "build",
+    "VIDEO_DATASETS", "VideoDatasetSpec", "VideoParams", "assemble", "build", "list_video_datasets",
     "fetch_metadata", "get_spec", "prepare_metadata", "prepare_video", "register_video_dataset",
     "video_ids",
 ]

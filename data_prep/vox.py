@@ -11,7 +11,7 @@ gives yet other split sizes.
 
 from __future__ import annotations
 
-from data_prep.taichi import METADATA_COMMIT
+from data_prep.metadata import METADATA_COMMIT
 from data_prep.video_dataset import VideoDatasetSpec, register_video_dataset
 
 METADATA_URL = (

@@ -38,7 +38,7 @@ from metrics.gt_cache import GroundTruthCache
 from metrics.identity import aed
 from metrics.keypoints import keypoint_metrics
 from metrics.l1 import l1_per_frame
-from metrics.registry import Protocol, build_backends, get_protocol
+from metrics.protocols import Protocol, build_backends, get_protocol
 
 
 @dataclass

@@ -35,7 +35,7 @@ from data_prep.synthetic import GROUND_TRUTH_NAME, JOINTS
 from data_prep.video import read_video
 from metrics.backends import synthetic
 from metrics.backends.synthetic import IDENTITY_FILE, KEYPOINT_FILE, IdentityNet, KeypointNet
-from metrics.registry import load_schema
+from metrics.protocols import load_schema
 
 log = logging.getLogger(__name__)
 VALIDATION_NAME = "validation.json"

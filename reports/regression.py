@@ -10,14 +10,12 @@ protocol measured).
 
 from __future__ import annotations
 
-import copy
 import math
 from pathlib import Path
 from typing import Any
 
 import jinja2
 import pandas as pd
-import yaml
 
 from data_prep.io import atomic_path
 from metrics.aggregate import frame_weighted
@@ -25,34 +23,6 @@ from reports import provenance
 
 BASELINE_COLUMNS = ["dataset", "run", "method", "metric", "value", "frames"]
 DEFAULT_TOLERANCE = {"abs": 0.0, "rel": 0.0, "better": "lower"}
-
-
-def _merge(base: dict, extra: dict) -> dict:
-    out = copy.deepcopy(base)
-    for key, value in extra.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
-def load_workflow_config(paths: list[Path], repo: Path) -> dict[str, Any]:
-    """workflow/config/default.yaml with each file merged over it, as Snakemake does; validated."""
-    import jsonschema
-
-    config = yaml.safe_load((repo / "workflow/config/default.yaml").read_text())
-    for path in paths:
-        try:
-            extra = yaml.safe_load(Path(path).read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ValueError(f"{path}: not valid YAML ({err.__class__.__name__}); fix the syntax") from err
-        config = _merge(config, extra)
-    schema = yaml.safe_load((repo / "workflow/schemas/config.schema.yaml").read_text())
-    try:
-        jsonschema.validate(config, schema)
-    except jsonschema.ValidationError as err:
-        where = "/".join(str(p) for p in err.absolute_path) or "(top level)"
-        names = ", ".join(str(p) for p in paths) or "default.yaml"
-        raise ValueError(f"{names}: invalid config at {where}: {err.message}") from err
-    return config
 
 
 def settings(config: dict[str, Any]) -> dict[str, Any]:

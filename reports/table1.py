@@ -14,7 +14,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from data_prep.io import write_text
 from metrics.aggregate import frame_weighted, measured_frames, per_video, skipped_frames
 from metrics.baseline import RUN_NAME as BASELINE_RUN
-from metrics.registry import get_protocol
+from metrics.protocols import get_protocol
 from reports import paper, provenance
 from reports.strips import comparison_strips
 from reports.usage import dataset_usage

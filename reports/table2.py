@@ -17,9 +17,9 @@ import pandas as pd
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from data_prep.io import write_text
-from methods.required_weights import run_missing_weights
+from methods.engine.required_weights import run_missing_weights
 from metrics.baseline import RUN_NAME as BASELINE_RUN
-from metrics.registry import get_protocol
+from metrics.protocols import get_protocol
 from reports import paper, provenance
 from reports.table1 import (
     BASELINE_LABEL,

@@ -48,7 +48,7 @@ def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def tiny_fomm_config() -> dict:
-    from methods.config import load_method_config
+    from methods.engine.config import load_method_config
 
     return copy.deepcopy(load_method_config(REPO / "methods/configs/fomm/synthetic.yaml", overrides=TINY_FOMM))
 

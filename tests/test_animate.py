@@ -11,18 +11,17 @@ import pytest
 import torch
 
 from data_prep.video import list_frames, read_frame, read_video
-from methods import checkpoints
-from methods.animate import (
+from methods.engine import checkpoints
+from methods.engine.animate import (
     AnimationError,
     animate_file,
     animate_frames,
-    convex_hull_area,
-    movement_scale,
     open_driving,
     read_source,
     write_animation,
 )
-from methods.avd import build_avd_network
+from methods.models.avd import build_avd_network
+from methods.motion.relative import convex_hull_area, movement_scale
 from methods.registry import build_model, list_methods
 from tests.conftest import REPO, TINY_FOMM
 
@@ -31,7 +30,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @cache
 def method_config(method: str) -> dict:
-    from methods.config import load_method_config
+    from methods.engine.config import load_method_config
 
     path = REPO / f"methods/configs/{method}/synthetic.yaml"
     if not path.is_file():
@@ -85,7 +84,7 @@ def test_modes_write_readable_outputs(fomm_checkpoint, driving_video, tiny_datas
 
 def test_mp4_driving_round_trip_and_cli(fomm_checkpoint, driving_video, tiny_dataset, tmp_path, capsys):
     """An mp4 driving video (written by write_animation) drives the CLI end to end."""
-    from methods.cli import main
+    from animbench.cli import main
 
     video, num_frames = driving_video
     mp4 = tmp_path / "driving.mp4"
@@ -178,7 +177,7 @@ def test_source_is_centre_cropped_then_resized(tmp_path):
 
 @pytest.mark.parametrize("kind", ["empty_file", "garbage", "missing", "empty_folder"])
 def test_unreadable_or_empty_driving_video_is_a_one_line_error(kind, fomm_checkpoint, tiny_dataset, tmp_path, capsys):
-    from methods.cli import main
+    from animbench.cli import main
 
     driving = tmp_path / ("frames" if kind == "empty_folder" else "driving.mp4")
     if kind == "empty_file":
@@ -212,7 +211,7 @@ def test_released_layout_checkpoint_names_the_ignored_entries(fomm_checkpoint, t
                     "optimizer_generator": {"state": {}}, "epoch": 99})
     path = tmp_path / "vox-cpk.pth.tar"
     checkpoints.save(path, payload)
-    with caplog.at_level(logging.INFO, logger="methods.checkpoints"):
+    with caplog.at_level(logging.INFO, logger="methods.engine.checkpoints"):
         model, _ = checkpoints.load_model(path, config)
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
@@ -222,7 +221,7 @@ def test_released_layout_checkpoint_names_the_ignored_entries(fomm_checkpoint, t
     caplog.clear()
     del payload["discriminator"]
     checkpoints.save(path, payload)
-    with caplog.at_level(logging.INFO, logger="methods.checkpoints"):
+    with caplog.at_level(logging.INFO, logger="methods.engine.checkpoints"):
         checkpoints.load_model(path, config)
     assert [r.levelno for r in caplog.records] == [logging.INFO]  # only bookkeeping: quiet
 

@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 import torch
 
-from methods import checkpoints
-from methods.avd import (
+from methods.engine import checkpoints
+from methods.engine.train_avd import avd_motion_step, resolve_params
+from methods.models.avd import (
     AVDNetwork,
     avd_input_size,
     build_avd_network,
@@ -22,7 +23,6 @@ from methods.avd import (
     sizes_from_state_dict,
 )
 from methods.registry import build_model, list_methods
-from methods.train_avd import avd_motion_step, resolve_params
 from tests.conftest import REPO, TINY_FOMM
 
 DATA = Path(__file__).parent / "data"
@@ -34,7 +34,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @cache
 def method_config(method: str) -> dict:
     """The method's synthetic demo config (FOMM shrunk further, as in conftest)."""
-    from methods.config import load_method_config
+    from methods.engine.config import load_method_config
 
     path = REPO / f"methods/configs/{method}/synthetic.yaml"
     if not path.is_file():
@@ -166,8 +166,8 @@ AVD_TINY = {"num_epochs": 2, "num_repeats": 2, "batch_size": 4, "epoch_milestone
 
 
 def test_train_avd_cli_writes_a_loadable_checkpoint_and_resumes(tiny_dataset, tiny_fomm_config, tmp_path):
-    from methods.cli import main
-    from methods.train_avd import LOG_NAME, STATE_NAME, AVDOptions, train_avd
+    from animbench.cli import main
+    from methods.engine.train_avd import LOG_NAME, STATE_NAME, AVDOptions, train_avd
 
     ckpt = _tiny_checkpoint(tmp_path, tiny_fomm_config)
     argv = ["train-avd", "--checkpoint", str(ckpt), "--dataset", str(tiny_dataset),
@@ -196,7 +196,7 @@ def test_train_avd_cli_writes_a_loadable_checkpoint_and_resumes(tiny_dataset, ti
 
 
 def test_train_avd_batch_larger_than_dataset_is_a_clear_error(tiny_dataset, tiny_fomm_config, tmp_path):
-    from methods.train_avd import AVDOptions, train_avd
+    from methods.engine.train_avd import AVDOptions, train_avd
 
     ckpt = _tiny_checkpoint(tmp_path, tiny_fomm_config)
     with pytest.raises(ValueError, match=r"fewer than AVD batch_size \d+; raise num_repeats"):

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from methods.weights import REGISTRY, MissingWeightsError
+from data_prep.weights import REGISTRY, MissingWeightsError
 from metrics.backends import build_identity_backend, build_keypoint_backend, list_backends
 
 INSTALL = "install with `bash workflow/scripts/install_evaluators.sh` (run by `make`)"

@@ -92,8 +92,8 @@ def check_page(chromium: str, page: Path, work: Path) -> dict:
 
 
 def test_index_links_pages_plots_curves_and_lists_every_job(tmp_path):
+    from animbench.workflow_config import load_workflow_config
     from reports.index import render_index
-    from reports.regression import load_workflow_config
 
     root = tmp_path / "run"
     run_dir = root / "results/synthetic/fomm"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from methods import checkpoints
+from methods.engine import checkpoints
 from methods.registry import build_model
 
 
@@ -67,7 +67,7 @@ def test_same_payload_gives_same_bytes(tiny_fomm_config, tmp_path):
 
 
 def test_random_bytes_are_a_one_line_error(tiny_dataset, tmp_path, capsys):
-    from methods.cli import main
+    from animbench.cli import main
 
     bad = tmp_path / "checkpoint.pt"
     bad.write_bytes(np.random.default_rng(0).bytes(4096))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from methods.cli import main
+from animbench.cli import main
 from tests.conftest import REPO
 
 
@@ -59,7 +59,7 @@ def test_reconstruct_released_style_checkpoint_with_method_config(tiny_dataset, 
     import pandas as pd
     import yaml
 
-    from methods import checkpoints
+    from methods.engine import checkpoints
     from methods.registry import build_model
 
     model = build_model(tiny_fomm_config, with_losses=False)

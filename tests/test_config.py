@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from methods.config import (
+from methods.engine.config import (
     MethodConfigError,
     known_methods,
     load_method_config,
@@ -13,7 +13,7 @@ from methods.config import (
 
 
 def test_every_method_config_validates():
-    from methods.config import CONFIG_DIR
+    from methods.engine.config import CONFIG_DIR
 
     for method in known_methods():
         for path in sorted((CONFIG_DIR / method).glob("*.yaml")):

@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 
 from data_prep.availability import read_summary
+from data_prep.datasets import prepare_dataset
 from data_prep.manifest import read_manifest
 from data_prep.mgif import split_videos
-from data_prep.registry import prepare_dataset
 from data_prep.video import read_video
 
 SIZE = 32

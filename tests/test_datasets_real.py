@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 
 from data_prep.availability import SUMMARY_NAME, read_summary
+from data_prep.datasets import prepare_dataset
 from data_prep.download import DownloadOptions, classify_error, download_video, ydl_params
 from data_prep.manifest import read_manifest
 from data_prep.metadata import MetadataError, read_metadata
 from data_prep.preprocess import crop_resize, expected_frames, iter_frames, scale_bbox
-from data_prep.registry import prepare_dataset
 from data_prep.video import list_frames, read_frame, read_video
 from data_prep.video_dataset import get_spec, status_path
 
@@ -390,6 +390,7 @@ def test_crash_inside_a_chunk_leaves_nothing_half_written(world, tmp_path, monke
 
 def test_transient_download_failures_are_retried(tmp_path):
     from data_prep.cli import main
+
     from data_prep.download import DownloadResult
 
     meta = tmp_path / "m.csv"

@@ -13,9 +13,9 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from methods import checkpoints
-from methods.config import load_method_config
-from methods.distributed import GlobalBatchNorm, synchronise_batchnorm
+from methods.engine import checkpoints
+from methods.engine.config import load_method_config
+from methods.engine.distributed import GlobalBatchNorm, synchronise_batchnorm
 from methods.registry import build_model
 from tests.conftest import REPO, TINY_FOMM
 
@@ -29,7 +29,7 @@ OVERRIDES = {
 
 def _command(dataset: Path, out: Path, nproc: int) -> list[str]:
     train = [
-        "-m", "methods.cli", "train",
+        "-m", "animbench.cli", "train",
         "--method-config", str(REPO / "methods/configs/fomm/synthetic.yaml"),
         "--overrides", json.dumps(OVERRIDES), "--dataset", str(dataset), "--out", str(out),
         "--seed", "4", "--threads", "1", "--no-progress", "--device", "cpu",

@@ -12,18 +12,18 @@ import pytest
 import torch
 import yaml
 
+from data_prep.weights import MissingWeightsError
 from methods.blocks import AntiAliasInterpolation2d, Hourglass, kp2gaussian, make_coordinate_grid
-from methods.config import MethodConfigError, load_method_config, validate_method_config
 from methods.dense_motion.keypoint_based import DenseMotionNetwork
 from methods.detectors.keypoint import KPDetector
-from methods.fomm import FOMM
+from methods.engine.config import MethodConfigError, load_method_config, validate_method_config
 from methods.generators.occlusion_aware import OcclusionAwareGenerator
 from methods.losses.equivariance import equivariance_jacobian_loss, equivariance_value_loss
 from methods.losses.perceptual import PyramidPerceptualLoss
 from methods.losses.random_tps import RandomTPS
+from methods.models.fomm import FOMM
 from methods.motion.affine import sparse_motions, warp_with_motions
 from methods.registry import build_model, list_methods, register_method
-from methods.weights import MissingWeightsError
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "methods" / "configs" / "fomm"
 STATE_DICT_FACTS = Path(__file__).resolve().parent / "data" / "fomm_vox256_state_dict.json"

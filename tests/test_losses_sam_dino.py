@@ -13,12 +13,12 @@ import pytest
 import torch
 from torch import nn
 
-from methods import weights
+from data_prep import weights
+from data_prep.weights import MissingWeightsError, WeightsFile
 from methods.losses import keypoint_semantic as ks_module
 from methods.losses import structure as st_module
 from methods.losses.keypoint_semantic import KeypointSemanticLoss, SamVariant
 from methods.losses.structure import DinoModel, StructureLoss, _official_to_timm
-from methods.weights import MissingWeightsError, WeightsFile
 
 TINY_SAM = dict(
     image_size=64,

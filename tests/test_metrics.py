@@ -17,7 +17,7 @@ from metrics.backends import BackendInfo, build_keypoint_backend
 from metrics.baseline import no_motion_reconstruction
 from metrics.evaluate import evaluate_reconstructions, measure, write_metrics
 from metrics.l1 import l1_per_frame
-from metrics.registry import get_protocol, load_protocols
+from metrics.protocols import get_protocol, load_protocols
 
 #: A few optimisation steps: enough to exercise the plumbing, not to be accurate.
 TINY_EVALUATORS = {"keypoint": {"steps": 4, "batch_size": 4}, "identity": {"steps": 4, "batch_size": 4}}
@@ -228,8 +228,8 @@ def test_protocols_file_is_validated(tmp_path):
 
 
 def test_protocol_weights_name_the_files_each_backend_loads():
-    from methods.weights import REGISTRY
-    from metrics.registry import protocol_weights
+    from data_prep.weights import REGISTRY
+    from metrics.protocols import protocol_weights
 
     assert protocol_weights(get_protocol("synthetic")) == []  # trained in the DAG
     assert protocol_weights(get_protocol("mgif")) == []

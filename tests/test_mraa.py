@@ -10,13 +10,15 @@ from pathlib import Path
 import pytest
 import torch
 
-import methods.mraa  # noqa: F401  (registers "mraa" even before the registry lists it)
-from methods import checkpoints
+import methods.models.mraa  # noqa: F401  (registers "mraa" even before the registry lists it)
 from methods.background.conv_affine import BGMotionPredictor
 from methods.blocks import make_coordinate_grid
-from methods.config import MethodConfigError, load_method_config, validate_method_config
 from methods.detectors.region import RegionPredictor
+from methods.engine import checkpoints
+from methods.engine.config import MethodConfigError, load_method_config, validate_method_config
+from methods.engine.train import TrainOptions, train
 from methods.losses.equivariance import equivariance_affine_loss
+from methods.models.mraa import MRAA
 from methods.motion.pca import (
     covariance_to_affine,
     heatmap_covariance,
@@ -25,9 +27,7 @@ from methods.motion.pca import (
     region_gaussian,
     region_motions,
 )
-from methods.mraa import MRAA
 from methods.registry import build_model
-from methods.train import TrainOptions, train
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "methods" / "configs" / "mraa"
 STATE_DICT_FACTS = Path(__file__).resolve().parent / "data" / "mraa_vox256_state_dict.json"

@@ -8,8 +8,8 @@ import torch
 
 from data_prep.manifest import available_videos
 from data_prep.video import read_stacked_png, read_video
-from methods import checkpoints
-from methods.reconstruct import reconstruct_dataset, reconstruct_video
+from methods.engine import checkpoints
+from methods.engine.reconstruct import reconstruct_dataset, reconstruct_video
 from methods.registry import build_model
 
 

@@ -21,11 +21,11 @@ import pandas as pd
 import pytest
 import yaml
 
+from animbench.workflow_config import load_workflow_config
 from reports.regression import (
     baseline_path,
     collect,
     compare,
-    load_workflow_config,
     read_baseline,
     settings,
 )

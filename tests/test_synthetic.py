@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from data_prep.datasets import DATASETS, prepare_dataset, register_dataset
 from data_prep.manifest import read_manifest
-from data_prep.registry import DATASETS, prepare_dataset, register_dataset
 from data_prep.synthetic import (
     GT_COLUMNS,
     JOINTS,

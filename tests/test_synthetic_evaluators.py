@@ -10,7 +10,7 @@ import torch
 
 from metrics.backends import build_identity_backend, build_keypoint_backend, list_backends
 from metrics.backends.synthetic import IdentityNet, KeypointNet, _to_tensor, for_inference
-from metrics.registry import PROTOCOLS_FILE, get_protocol, load_protocols
+from metrics.protocols import PROTOCOLS_FILE, get_protocol, load_protocols
 from metrics.train_evaluators import (
     check_settings,
     load_split,

@@ -15,10 +15,10 @@ import pandas as pd
 import pytest
 import yaml
 
+from animbench.cli import main as cli_main
 from data_prep.manifest import available_videos
-from methods.cli import main as cli_main
-from methods.required_weights import missing_weights, required_weights
-from methods.weights import REGISTRY
+from data_prep.weights import REGISTRY
+from methods.engine.required_weights import missing_weights, required_weights
 from reports.table2 import CPAB_ROWS, TPSMM_ROWS, paper_numbers, render_table2, runs_to_train
 from tests.conftest import REPO
 from tests.test_workflow import SNAKEMAKE, _env, _planned

@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from methods import checkpoints
-from methods.config import apply_overrides, load_method_config
 from methods.dense_motion.transform_based import DenseMotionNetwork, dropout_softmax
+from methods.engine import checkpoints
+from methods.engine.config import apply_overrides, load_method_config
 from methods.losses.background import background_loss
 from methods.losses.warp import warp_loss
+from methods.models.tpsmm import GRAD_CLIP_MAX_NORM, TPSMM, dropout_probability
 from methods.motion.tps import fit_tps, random_tps
 from methods.registry import build_model, list_methods
-from methods.tpsmm import GRAD_CLIP_MAX_NORM, TPSMM, dropout_probability
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "methods" / "configs" / "tpsmm"
 STATE_DICT_FACTS = Path(__file__).resolve().parent / "data" / "tpsmm_vox256_state_dict.json"
@@ -323,7 +323,7 @@ def test_ablation_switches_off_what_it_says(ablation: str, images) -> None:
 
 
 def test_train_step_through_shared_trainer(tiny_dataset: Path, tmp_path: Path) -> None:
-    from methods.train import TrainOptions, train
+    from methods.engine.train import TrainOptions, train
 
     config = apply_overrides(
         tiny_config(),

@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 import torch
 
-from methods import checkpoints
-from methods.train import STATE_NAME, TrainOptions, losses_off, train
+from methods.engine import checkpoints
+from methods.engine.train import STATE_NAME, TrainOptions, losses_off, train
 from tests.conftest import REPO, TINY_FOMM
 
 
@@ -84,7 +84,7 @@ def test_kill_9_then_rerun_ends_with_same_weights(tiny_dataset, tmp_path):
 
     def command(out: Path) -> list[str]:
         return [
-            sys.executable, "-m", "methods.cli", "train",
+            sys.executable, "-m", "animbench.cli", "train",
             "--method-config", str(REPO / "methods/configs/fomm/synthetic.yaml"),
             "--overrides", overrides, "--dataset", str(tiny_dataset), "--out", str(out),
             "--seed", "5", "--threads", "1", "--no-progress",
@@ -109,7 +109,7 @@ def test_kill_9_then_rerun_ends_with_same_weights(tiny_dataset, tmp_path):
 
 
 def test_yaml_syntax_error_is_one_line(tiny_dataset, tmp_path, capsys):
-    from methods.cli import main
+    from animbench.cli import main
 
     broken = tmp_path / "broken.yaml"
     broken.write_text((REPO / "methods/configs/fomm/synthetic.yaml").read_text().replace("num_kp: 10", "num_kp: [10"))
@@ -120,7 +120,7 @@ def test_yaml_syntax_error_is_one_line(tiny_dataset, tmp_path, capsys):
 
 
 def test_resolve_device():
-    from methods.devices import DeviceError, resolve_device
+    from data_prep.devices import DeviceError, resolve_device
 
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
@@ -142,9 +142,9 @@ def test_mixed_precision_and_channels_last_train(tiny_dataset, tiny_fomm_config,
 
 
 def test_weight_decay_reaches_every_optimizer():
-    from methods.config import load_method_config
+    from methods.engine.config import load_method_config
+    from methods.engine.train import _build_optimizers
     from methods.registry import build_model
-    from methods.train import _build_optimizers
 
     config = load_method_config(REPO / "methods/configs/tpsmm/taichi.yaml")
     assert config["train_params"]["weight_decay"] == pytest.approx(1e-4)  # the reference's value

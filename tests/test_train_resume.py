@@ -13,10 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from methods import checkpoints
-from methods.cli import main
-from methods.registry import build_model
-from methods.train import (
+from animbench.cli import main
+from methods.engine import checkpoints
+from methods.engine.train import (
     STATE_NAME,
     EpochBatches,
     TrainingDiverged,
@@ -25,6 +24,7 @@ from methods.train import (
     _non_finite,
     train,
 )
+from methods.registry import build_model
 from tests.conftest import REPO, TINY_FOMM
 
 
@@ -45,14 +45,14 @@ def frozen_code_fingerprint():
     """Pin the code hash: in a shared working tree another edit between two runs of one test
     would otherwise change the fingerprint stored in the checkpoint (and drop the resume state)."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("methods.train._code_fingerprint", lambda: "test-code")
+        patch.setattr("methods.engine.train._code_fingerprint", lambda: "test-code")
         yield
 
 
 @pytest.fixture(scope="module")
 def uninterrupted(frozen_code_fingerprint, tiny_dataset, tmp_path_factory) -> Path:
     """The tiny FOMM run (2 epochs of 2 steps, seed 2) trained in one go."""
-    from methods.config import load_method_config
+    from methods.engine.config import load_method_config
 
     config = load_method_config(REPO / "methods/configs/fomm/synthetic.yaml", overrides=TINY_FOMM)
     out = tmp_path_factory.mktemp("uninterrupted")
@@ -130,7 +130,7 @@ def test_kill_9_mid_epoch_and_sigterm_then_rerun_end_with_same_weights(tiny_data
 
     def command(out: Path) -> list[str]:
         return [
-            sys.executable, "-m", "methods.cli", "-v", "train",
+            sys.executable, "-m", "animbench.cli", "-v", "train",
             "--method-config", str(REPO / "methods/configs/fomm/synthetic.yaml"),
             "--overrides", overrides, "--dataset", str(tiny_dataset), "--out", str(out),
             "--seed", "5", "--threads", "1", "--no-progress", "--device", "cpu",

@@ -8,9 +8,9 @@ import urllib.error
 
 import pytest
 
-from methods import weights
-from methods.cli import main
-from methods.weights import REGISTRY, MissingWeightsError, WeightsFetchError, WeightsFile
+from animbench.cli import main
+from data_prep import weights
+from data_prep.weights import REGISTRY, MissingWeightsError, WeightsFetchError, WeightsFile
 
 EXPECTED = {
     "vgg19", "openpifpaf_shufflenetv2k16", "fan_2d", "sfd", "facenet_vggface2",

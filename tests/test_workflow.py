@@ -143,10 +143,10 @@ def test_code_edits_rerun_only_the_jobs_that_import_them(tmp_path):
     assert "tpsmm" in tps["evaluate"] and "table1" in tps
     cpab = plan_after_editing("methods/motion/cpab/core.py")
     assert "train" not in cpab and "reconstruct" not in cpab, cpab
-    fomm = plan_after_editing("methods/fomm.py")
+    fomm = plan_after_editing("methods/models/fomm.py")
     assert fomm["train"] == {"fomm"} and fomm["reconstruct"] == {"fomm"}, fomm
     # Shared code (the trainer) re-runs every method's training.
-    assert plan_after_editing("methods/train.py")["train"] == {"fomm", "tpsmm"}
+    assert plan_after_editing("methods/engine/train.py")["train"] == {"fomm", "tpsmm"}
     metrics = plan_after_editing("metrics/l1.py")
     assert "train" not in metrics and "reconstruct" not in metrics, metrics
     assert {"fomm", "tpsmm"} <= metrics["evaluate"] and "table1" in metrics
@@ -207,7 +207,7 @@ def test_rules_pass_the_device_their_resources_declare(tmp_path):
     assert re.search(r"animbench -v train .*--device cuda", one.stdout), one.stdout
     assert re.search(r"animbench reconstruct .*--device cuda", one.stdout)
     four = _snakemake(*base, "--set-resources", "train:gpu=4", cwd=tmp_path)
-    assert re.search(r"torchrun --standalone --nproc_per_node=4 -m methods.cli -v train .*--device cuda", four.stdout), four.stdout
+    assert re.search(r"torchrun --standalone --nproc_per_node=4 -m animbench.cli -v train .*--device cuda", four.stdout), four.stdout
 
 
 @pytest.mark.slow

@@ -38,7 +38,7 @@ from segment_anything.modeling import (
 )
 from torch import nn
 
-from methods.weights import DEFAULT_WEIGHTS_DIR, resolve
+from data_prep.weights import DEFAULT_WEIGHTS_DIR, resolve
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ class SamVariant:
     depth: int
     num_heads: int
     global_attn_indexes: tuple[int, ...]
-    weights: str  # name in methods.weights.REGISTRY
+    weights: str  # name in data_prep.weights.REGISTRY
 
 
 # The image-encoder sizes of segment_anything's build_sam_vit_{b,l,h}.

@@ -5,7 +5,7 @@
 * ``vgg19`` - the reference loss: L1 between VGG-19 activations (relu1_1, relu2_1, relu3_1,
   relu4_1, relu5_1) of prediction and target, ImageNet-normalised, at every pyramid scale;
   layer ``i`` weighted by ``weights[i]``. Needs the torchvision ImageNet weights file; a missing
-  file raises :class:`methods.weights.MissingWeightsError` (never a silent fallback).
+  file raises :class:`data_prep.weights.MissingWeightsError` (never a silent fallback).
 * ``pixel_pyramid`` - an explicitly different, weight-free loss for demos: L1 between the image
   pyramids themselves. The raw pixels stand in for all five feature levels, so each scale is
   weighted by ``sum(weights)`` exactly as a scale's five VGG terms would be.
@@ -20,8 +20,8 @@ import torch
 from torch import nn
 from torchvision.models import vgg19
 
+from data_prep.weights import DEFAULT_WEIGHTS_DIR, resolve
 from methods.blocks import AntiAliasInterpolation2d
-from methods.weights import DEFAULT_WEIGHTS_DIR, resolve
 
 PERCEPTUAL_LOSSES = ("vgg19", "pixel_pyramid")
 

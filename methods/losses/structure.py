@@ -24,15 +24,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from data_prep.weights import DEFAULT_WEIGHTS_DIR, resolve
 from methods.losses.perceptual import IMAGENET_MEAN, IMAGENET_STD
-from methods.weights import DEFAULT_WEIGHTS_DIR, resolve
 
 
 @dataclass(frozen=True)
 class DinoModel:
     # timm's architecture, built with pretrained=False: the weights come from our registry
     timm_name: str
-    weights: str  # name in methods.weights.REGISTRY of the official DINO checkpoint
+    weights: str  # name in data_prep.weights.REGISTRY of the official DINO checkpoint
 
 
 DINO_MODELS: dict[str, DinoModel] = {

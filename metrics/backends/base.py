@@ -8,12 +8,13 @@ internally and run on the device they were built for.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
+
+from data_prep.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -49,11 +50,17 @@ class IdentityBackend(Protocol):
 
 Factory = Callable[..., Any]
 #: ``weights(**params) -> [registry name, ...]``: the weights files a backend built with
-#: ``params`` loads (methods/weights.py names), for `animbench`'s fetch rule.
+#: ``params`` loads (data_prep/weights.py names), for `animbench`'s fetch rule.
 WeightsNames = Callable[..., list[str]]
-_KEYPOINT: dict[str, Factory] = {}
-_IDENTITY: dict[str, Factory] = {}
-_WEIGHTS: dict[tuple[str, str], WeightsNames] = {}
+
+
+@dataclass(frozen=True)
+class BackendEntry:
+    """A registered backend: its factory and the weights files it loads."""
+
+    factory: Factory
+    weights: WeightsNames
+
 
 # Modules whose import registers built-in backends; imported on first lookup so that a
 # backend's heavy package (openpifpaf, face_alignment, ...) is only imported when used.
@@ -64,29 +71,18 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "metrics.backends.facenet_identity",
     "metrics.backends.torchreid_identity",
 )
-_loaded = False
-
-
-def _load_builtins() -> None:
-    global _loaded
-    if not _loaded:
-        _loaded = True
-        for module in BUILTIN_MODULES:
-            importlib.import_module(module)
+KEYPOINT_BACKENDS: Registry[BackendEntry] = Registry("keypoint backend", BUILTIN_MODULES)
+IDENTITY_BACKENDS: Registry[BackendEntry] = Registry("identity backend", BUILTIN_MODULES)
+_TABLES = {"keypoint": KEYPOINT_BACKENDS, "identity": IDENTITY_BACKENDS}
 
 
 def _no_weights(**_: Any) -> list[str]:
     return []
 
 
-def _register(
-    table: dict[str, Factory], kind: str, name: str, weights: WeightsNames
-) -> Callable[[Factory], Factory]:
+def _register(table: Registry[BackendEntry], name: str, weights: WeightsNames) -> Callable[[Factory], Factory]:
     def decorator(factory: Factory) -> Factory:
-        if name in table and table[name] is not factory:
-            raise ValueError(f"{kind} backend {name!r} is already registered")
-        table[name] = factory
-        _WEIGHTS[(kind, name)] = weights
+        table.add(name, BackendEntry(factory, weights))
         return factory
 
     return decorator
@@ -97,7 +93,7 @@ def register_keypoint_backend(
 ) -> Callable[[Factory], Factory]:
     """Register ``factory(device=..., weights_dir=..., **params) -> KeypointBackend`` and the
     weights-registry names it loads (``weights(**params)``; none by default)."""
-    return _register(_KEYPOINT, "keypoint", name, weights)
+    return _register(KEYPOINT_BACKENDS, name, weights)
 
 
 def register_identity_backend(
@@ -105,32 +101,21 @@ def register_identity_backend(
 ) -> Callable[[Factory], Factory]:
     """Register ``factory(device=..., weights_dir=..., **params) -> IdentityBackend`` and the
     weights-registry names it loads (``weights(**params)``; none by default)."""
-    return _register(_IDENTITY, "identity", name, weights)
+    return _register(IDENTITY_BACKENDS, name, weights)
 
 
 def backend_weights(kind: str, name: str, params: dict[str, Any]) -> list[str]:
     """Weights-registry names the ``kind`` ("keypoint" / "identity") backend ``name`` loads."""
-    _load_builtins()
-    if (kind, name) not in _WEIGHTS:
-        raise KeyError(f"unknown {kind} backend {name!r}")
-    return _WEIGHTS[(kind, name)](**params)
-
-
-def _build(table: dict[str, Factory], kind: str, name: str, **kwargs: Any) -> Any:
-    _load_builtins()
-    if name not in table:
-        raise KeyError(f"unknown {kind} backend {name!r}; known: {', '.join(sorted(table)) or 'none'}")
-    return table[name](**kwargs)
+    return _TABLES[kind].get(name).weights(**params)
 
 
 def build_keypoint_backend(name: str, **kwargs: Any) -> KeypointBackend:
-    return _build(_KEYPOINT, "keypoint", name, **kwargs)
+    return KEYPOINT_BACKENDS.get(name).factory(**kwargs)
 
 
 def build_identity_backend(name: str, **kwargs: Any) -> IdentityBackend:
-    return _build(_IDENTITY, "identity", name, **kwargs)
+    return IDENTITY_BACKENDS.get(name).factory(**kwargs)
 
 
 def list_backends() -> dict[str, list[str]]:
-    _load_builtins()
-    return {"keypoint": sorted(_KEYPOINT), "identity": sorted(_IDENTITY)}
+    return {"keypoint": KEYPOINT_BACKENDS.names(), "identity": IDENTITY_BACKENDS.names()}

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from methods.weights import DEFAULT_WEIGHTS_DIR, resolve_with_sha256
+from data_prep.weights import DEFAULT_WEIGHTS_DIR, resolve_with_sha256
 from metrics.backends.base import BackendInfo, register_keypoint_backend
 
 NUM_LANDMARKS = 68

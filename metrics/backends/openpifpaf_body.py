@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from methods.weights import DEFAULT_WEIGHTS_DIR, resolve_with_sha256
+from data_prep.weights import DEFAULT_WEIGHTS_DIR, resolve_with_sha256
 from metrics.backends.base import BackendInfo, register_keypoint_backend
 
 NUM_JOINTS = 17

@@ -30,7 +30,7 @@ import torch
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from methods.config import apply_overrides, load_method_config  # noqa: E402
+from methods.engine.config import apply_overrides, load_method_config  # noqa: E402
 from methods.registry import build_model  # noqa: E402
 
 

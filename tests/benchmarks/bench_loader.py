@@ -22,7 +22,7 @@ if __package__ in (None, ""):  # run as a script: make the repo root importable
 
 from data_prep.loading import FramePairDataset  # noqa: E402
 from data_prep.synthetic import SyntheticConfig, generate  # noqa: E402
-from methods.config import load_method_config  # noqa: E402
+from methods.engine.config import load_method_config  # noqa: E402
 from methods.registry import build_model  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]

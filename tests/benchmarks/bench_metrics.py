@@ -47,7 +47,7 @@ from metrics.baseline import no_motion_reconstruction  # noqa: E402
 from metrics.evaluate import measure  # noqa: E402
 from metrics.identity import aed  # noqa: E402
 from metrics.keypoints import keypoint_metrics  # noqa: E402
-from metrics.registry import build_backends, get_protocol  # noqa: E402
+from metrics.protocols import build_backends, get_protocol  # noqa: E402
 from metrics.train_evaluators import override, train_evaluators  # noqa: E402
 
 READERS = {"reference": "imageio", "reference, our reader": "ours"}

@@ -1,7 +1,7 @@
 # AVD (animation via disentanglement) after training: a separate step, run only when asked for,
 # e.g. `snakemake --cores all results/synthetic/fomm/checkpoint_avd.pt` or the `avd_all` target.
 # The trained checkpoint is never rewritten; checkpoint_avd.pt holds it plus `avd_network`.
-# AVD hyper-parameters: methods/train_avd.py DEFAULTS (MRAA's reference values) < the method
+# AVD hyper-parameters: methods/engine/train_avd.py DEFAULTS (MRAA's reference values) < the method
 # config's train_avd_params < the workflow config's optional `avd_params` (a JSON object).
 import json
 
@@ -10,7 +10,7 @@ rule train_avd:
     input:
         checkpoint=f"{RESULTS_DIR}/{{dataset}}/{{run}}/checkpoint.pt",
         manifest=f"{DATASETS_DIR}/{{dataset}}/manifest.csv",
-        code=method_sources("methods.train_avd", "methods.checkpoints", "methods.config"),
+        code=method_sources("methods.engine.train_avd", "methods.engine.checkpoints", "methods.engine.config"),
     output:
         checkpoint=f"{RESULTS_DIR}/{{dataset}}/{{run}}/checkpoint_avd.pt",
     params:

@@ -10,7 +10,7 @@ REPO = Path(workflow.basedir)
 DATASETS_DIR = config["paths"]["datasets"]
 RESULTS_DIR = config["paths"]["results"]
 #: Top-level packages of this repository; imports of anything else are library imports.
-PACKAGES = ("methods", "metrics", "data_prep", "reports")
+PACKAGES = ("animbench", "methods", "metrics", "data_prep", "reports")
 
 
 # --- configuration errors: one line naming the key -----------------------------------------
@@ -82,7 +82,7 @@ def launcher(wildcards, resources):
     """One process, or torchrun with one process per GPU when the job asks for several."""
     gpus = int(resources.get("gpu", 0) or 0)
     if gpus > 1:
-        return f"torchrun --standalone --nproc_per_node={gpus} -m methods.cli"
+        return f"torchrun --standalone --nproc_per_node={gpus} -m animbench"
     return "animbench"
 
 
@@ -134,7 +134,7 @@ def _imports(path):
             else:
                 base = node.module or ""
             found.append(base)
-            # `from methods import weights` imports the module methods.weights.
+            # `from data_prep import weights` imports the module data_prep.weights.
             found.extend(f"{base}.{alias.name}" for alias in node.names)
     return found
 
@@ -161,14 +161,12 @@ def step_sources(*modules):
 
 @functools.cache
 def method_module(method):
-    """The module that registers `method` (`@register_method("<method>")`), found by parsing."""
-    for path in sorted((REPO / "methods").rglob("*.py")):
-        if f'register_method("{method}")' in path.read_text():
-            return _module_name(path)
-    raise UndefinedInConfig(
-        f"method {method!r} is registered by no module under methods/ "
-        f"(expected @register_method({method!r})); fix 'runs.*.method' in the workflow config"
-    )
+    """The module that registers `method`, as the method registry knows it (the Snakefile's
+    config check has already refused an unknown method)."""
+    from methods.registry import method_source
+
+    path = method_source(method).resolve()
+    return _module_name(path) if path.is_relative_to(REPO) else None
 
 
 def method_sources(*step_modules):
@@ -176,7 +174,8 @@ def method_sources(*step_modules):
 
     def sources(wildcards):
         method = run_entry(wildcards)["method"]
-        return step_sources(*step_modules, method_module(method))
+        registering = method_module(method)
+        return step_sources(*step_modules, *([registering] if registering else []))
 
     return sources
 

@@ -1,6 +1,6 @@
 rule prepare_dataset:
     input:
-        code=step_sources("data_prep.registry"),
+        code=step_sources("data_prep.datasets"),
     output:
         manifest=f"{DATASETS_DIR}/{{dataset}}/manifest.csv",
     params:

@@ -23,13 +23,13 @@ rule fetch_metadata:
         "logs/prepare/{builder}-metadata.log",
     threads: 1
     shell:
-        "python -m data_prep.cli fetch {wildcards.builder} --params {params.params:q} --root . > {log} 2>&1"
+        "animbench dataset fetch {wildcards.builder} --params {params.params:q} --root . > {log} 2>&1"
 
 
 checkpoint video_chunks:
     input:
         metadata=video_metadata,
-        code=step_sources("data_prep.cli"),
+        code=step_sources("data_prep.video_dataset"),
     output:
         chunks=f"{DATASETS_DIR}/{{dataset}}/chunks.csv",
     wildcard_constraints:
@@ -46,7 +46,7 @@ checkpoint video_chunks:
     resources:
         mem_mb=2000,
     shell:
-        "python -m data_prep.cli metadata {params.builder} --params {params.params:q} "
+        "animbench dataset metadata {params.builder} --params {params.params:q} "
         "--root {params.root} > {log} 2>&1"
 
 
@@ -73,7 +73,7 @@ rule prepare_video:
         mem_mb=1000,
         downloads=1,
     shell:
-        "python -m data_prep.cli video {params.builder} --params {params.params:q} "
+        "animbench dataset video {params.builder} --params {params.params:q} "
         "--root {params.root} --video={wildcards.video:q} > {log} 2>&1"
 
 
@@ -81,7 +81,7 @@ rule assemble_video_dataset:
     input:
         status=video_status_files,
         chunks=f"{DATASETS_DIR}/{{dataset}}/chunks.csv",
-        code=step_sources("data_prep.cli"),
+        code=step_sources("data_prep.video_dataset"),
     output:
         manifest=f"{DATASETS_DIR}/{{dataset}}/manifest.csv",
         availability=f"{DATASETS_DIR}/{{dataset}}/availability.csv",
@@ -99,7 +99,7 @@ rule assemble_video_dataset:
     resources:
         mem_mb=2000,
     shell:
-        "python -m data_prep.cli assemble {params.builder} --root {params.root} > {log} 2>&1"
+        "animbench dataset assemble {params.builder} --root {params.root} > {log} 2>&1"
 
 
 ruleorder: assemble_video_dataset > prepare_dataset

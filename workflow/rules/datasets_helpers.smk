@@ -3,7 +3,9 @@
 import csv
 import re
 
-VIDEO_BUILDERS = ("taichi", "vox", "ted")
+from data_prep.video_dataset import list_video_datasets
+
+VIDEO_BUILDERS = tuple(list_video_datasets())
 METADATA_DIR = "resources/metadata"
 
 

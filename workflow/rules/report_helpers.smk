@@ -1,4 +1,5 @@
 # Helpers of report.smk's table2 rule (kept apart from the rules, as snakemake --lint asks).
+from reports.table2 import table2_runs
 
 
 def _check_table2_references():
@@ -8,9 +9,8 @@ def _check_table2_references():
     if not section:
         return
     _defined("datasets", section["dataset"], "config key 'table2.dataset'")
-    for part in ("cpab", "tpsmm"):
-        for row, name in section.get(part, {}).items():
-            _defined("runs", name, f"config key 'table2.{part}.{row}'")
+    for name in table2_runs(config):
+        _defined("runs", name, "config key 'table2'")
 
 
 _check_table2_references()

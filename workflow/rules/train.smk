@@ -3,7 +3,7 @@ rule train:
         manifest=f"{DATASETS_DIR}/{{dataset}}/manifest.csv",
         method_config=method_config,
         # The code training actually imports (trainer + the run's method), not all of methods/.
-        code=method_sources("methods.train", "methods.config"),
+        code=method_sources("methods.engine.train", "methods.engine.config"),
     output:
         checkpoint=f"{RESULTS_DIR}/{{dataset}}/{{run}}/checkpoint.pt",
         info=f"{RESULTS_DIR}/{{dataset}}/{{run}}/run.json",
@@ -38,7 +38,7 @@ rule reconstruct:
     input:
         checkpoint=f"{RESULTS_DIR}/{{dataset}}/{{run}}/checkpoint.pt",
         manifest=f"{DATASETS_DIR}/{{dataset}}/manifest.csv",
-        code=method_sources("methods.reconstruct", "methods.checkpoints", "methods.config"),
+        code=method_sources("methods.engine.reconstruct", "methods.engine.checkpoints", "methods.engine.config"),
     output:
         index=f"{RESULTS_DIR}/{{dataset}}/{{run}}/reconstruction/index.csv",
     # The no-motion baseline's reconstruction comes from rule baseline_no_motion (evaluate.smk),

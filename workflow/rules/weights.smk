@@ -1,5 +1,5 @@
 # Pretrained weights: `snakemake --cores 1 fetch_weights [--configfile ...]` downloads and verifies
-# every file the configured reports need (methods/weights.py holds URL, size and checksum), on a
+# every file the configured reports need (data_prep/weights.py holds URL, size and checksum), on a
 # machine that reaches the internet. No other rule takes these files as inputs: offline, a run
 # that needs an absent file is reported as not run (Table 2) or stops with an error naming it.
 

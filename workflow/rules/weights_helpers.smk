@@ -1,7 +1,8 @@
 # Helpers of weights.smk (kept apart from the rules, as snakemake --lint asks).
 import re as _re
 
-from methods import weights as _weights
+from data_prep import weights as _weights
+from reports.table2 import table2_runs
 
 WEIGHTS_DIR = config["paths"]["weights"]
 WEIGHTS_FILES = {entry.filename: name for name, entry in _weights.REGISTRY.items()}
@@ -14,10 +15,8 @@ def _report_runs():
     table1 = config.get("table1", {})
     for dataset in table1.get("datasets", []):
         pairs += [(run, dataset) for run in table1.get("runs", [])]
-    table2 = config.get("table2")
-    if table2:
-        for part in ("cpab", "tpsmm"):
-            pairs += [(run, table2["dataset"]) for run in table2.get(part, {}).values()]
+    if config.get("table2"):
+        pairs += [(run, config["table2"]["dataset"]) for run in table2_runs(config)]
     return pairs
 
 
@@ -25,8 +24,8 @@ def weights_needed(wildcards):
     """Every weights file the configured reports need: the runs' (VGG-19, SAM, DINO) and the
     evaluation protocols' of their datasets (openpifpaf, FAN + SFD, facenet, torchreid).
     Imports here: only a DAG that targets fetch_weights reads configs and protocols."""
-    from methods.required_weights import required_weights, run_method_config
-    from metrics.registry import get_protocol, protocol_weights
+    from methods.engine.required_weights import required_weights, run_method_config
+    from metrics.protocols import get_protocol, protocol_weights
 
     names, datasets = [], []
     for run, dataset in _report_runs():

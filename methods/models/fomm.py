@@ -12,13 +12,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from data_prep.weights import DEFAULT_WEIGHTS_DIR
 from methods.base import AnimationModel, Motion
 from methods.detectors.keypoint import KPDetector
 from methods.generators.occlusion_aware import OcclusionAwareGenerator
 from methods.losses.equivariance import equivariance_terms
 from methods.losses.perceptual import PyramidPerceptualLoss
+from methods.motion.relative import movement_scale, relative_linear, relative_points
 from methods.registry import register_method
-from methods.weights import DEFAULT_WEIGHTS_DIR
 
 
 @register_method("fomm")
@@ -90,8 +91,6 @@ class FOMM(AnimationModel):
         adapt_movement_scale: bool = False,
     ) -> Motion:
         # The reference's normalize_kp with use_relative_movement and use_relative_jacobian on.
-        from methods.animate import movement_scale, relative_linear, relative_points
-
         scale = (
             movement_scale(motion_source["value"], motion_driving_initial["value"])
             if adapt_movement_scale

@@ -2,11 +2,11 @@
 
 The workflow asks this before planning a run (``reports/table2.html`` skips runs whose weights
 this machine lacks instead of letting them fail hours in), and the reports ask it to say why a
-row was not run. Names are keys of :data:`methods.weights.REGISTRY`.
+row was not run. Names are keys of :data:`data_prep.weights.REGISTRY`.
 
 Each need comes from one entry of :data:`NEEDS`: a config value, when it asks for weights, and
 the registry name it asks for. Only presence is checked here (hashing a 375 MB SAM file for
-every plan would be slow); the run itself verifies checksums through :func:`methods.weights.resolve`.
+every plan would be slow); the run itself verifies checksums through :func:`data_prep.weights.resolve`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from methods import weights
+from data_prep import weights
 
 
 def _get(config: dict[str, Any], dotted: str) -> Any:
@@ -50,7 +50,7 @@ class Need:
     why: str
 
 
-#: The one table of weights needs. ``perceptual_loss`` absent means vgg19 (methods.train's default).
+#: The one table of weights needs. ``perceptual_loss`` absent means vgg19 (methods.engine.train's default).
 NEEDS: tuple[Need, ...] = (
     Need(
         "train_params.perceptual_loss",
@@ -104,7 +104,7 @@ def missing_weights(method_config: dict[str, Any], weights_dir: str | Path) -> l
     for name in required_weights(method_config):
         if name not in weights.REGISTRY:
             raise KeyError(
-                f"method config needs weights {name!r}, which methods/weights.py does not register; known: {', '.join(sorted(weights.REGISTRY))}"
+                f"method config needs weights {name!r}, which data_prep/weights.py does not register; known: {', '.join(sorted(weights.REGISTRY))}"
             )
         path = Path(weights_dir) / weights.REGISTRY[name].filename
         if not path.is_file():
@@ -120,7 +120,7 @@ def run_method_config(run: dict[str, Any], dataset: str, repo: Path) -> tuple[Pa
     """
     import yaml
 
-    from methods.config import apply_overrides
+    from methods.engine.config import apply_overrides
 
     path = Path(repo) / run.get("config", f"methods/configs/{run['method']}/{dataset}.yaml")
     if not path.is_file():

@@ -18,15 +18,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from methods.animate import movement_scale
+from data_prep.weights import DEFAULT_WEIGHTS_DIR
 from methods.background.conv_affine import BGMotionPredictor
 from methods.base import AnimationModel, Motion
 from methods.detectors.region import RegionPredictor
 from methods.generators.skip_connections import Generator
 from methods.losses.equivariance import equivariance_affine_loss, equivariance_terms
 from methods.losses.perceptual import PyramidPerceptualLoss
+from methods.motion.relative import movement_scale
 from methods.registry import register_method
-from methods.weights import DEFAULT_WEIGHTS_DIR
 
 #: Key under which :meth:`MRAA.encode` keeps the frame itself, for the background predictor.
 FRAME_KEY = "frame"

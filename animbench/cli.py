@@ -12,6 +12,8 @@ import logging
 import sys
 from pathlib import Path
 
+from animbench.workflow_config import load_workflow_config
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -40,21 +42,21 @@ def _threads(n: int | None) -> None:
 
 def _device(name: str) -> str:
     """``auto`` -> CUDA when present, else CPU; a device that is not there is a one-line error."""
-    from methods.devices import resolve_device
+    from data_prep.devices import resolve_device
 
     return str(resolve_device(name))
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
-    from data_prep.registry import prepare_dataset
+    from data_prep.datasets import prepare_dataset
 
     path = prepare_dataset(args.dataset, args.params, Path(args.out))
     print(f"dataset {args.dataset} ready at {path}")
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from methods.config import load_method_config
-    from methods.train import TrainOptions, train
+    from methods.engine.config import load_method_config
+    from methods.engine.train import TrainOptions, train
 
     _threads(args.threads)
     config = load_method_config(args.method_config, overrides=args.overrides)
@@ -71,14 +73,14 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> None:
-    from methods.checkpoints import load_model
-    from methods.config import load_method_config
-    from methods.reconstruct import reconstruct_dataset
+    from methods.engine.checkpoints import load_model
+    from methods.engine.config import load_method_config
+    from methods.engine.reconstruct import reconstruct_dataset
 
     _threads(args.threads)
     # Released reference checkpoints carry no config: --method-config names the matching one.
     config = load_method_config(args.method_config) if args.method_config else None
-    from methods.devices import resolve_device
+    from data_prep.devices import resolve_device
 
     device = resolve_device(args.device)
     model, payload = load_model(args.checkpoint, config)
@@ -93,8 +95,8 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
 
 
 def cmd_train_avd(args: argparse.Namespace) -> None:
-    from methods.config import load_method_config
-    from methods.train_avd import AVDOptions, train_avd
+    from methods.engine.config import load_method_config
+    from methods.engine.train_avd import AVDOptions, train_avd
 
     _threads(args.threads)
     checkpoint = Path(args.checkpoint)
@@ -112,8 +114,8 @@ def cmd_train_avd(args: argparse.Namespace) -> None:
 
 
 def cmd_animate(args: argparse.Namespace) -> None:
-    from methods.animate import animate_file
-    from methods.config import load_method_config
+    from methods.engine.animate import animate_file
+    from methods.engine.config import load_method_config
 
     _threads(args.threads)
     count = animate_file(
@@ -142,7 +144,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_train_evaluators(args: argparse.Namespace) -> None:
-    from metrics.registry import get_protocol
+    from metrics.protocols import get_protocol
     from metrics.train_evaluators import train_evaluators
 
     _threads(args.threads)
@@ -156,7 +158,7 @@ def cmd_train_evaluators(args: argparse.Namespace) -> None:
 
 def cmd_baseline(args: argparse.Namespace) -> None:
     if args.kind == "update":
-        from reports.regression import baseline_path, collect, load_workflow_config, write_baseline
+        from reports.regression import baseline_path, collect, write_baseline
 
         config = load_workflow_config([Path(p) for p in args.config], REPO)
         out = Path(args.out) if args.out else baseline_path(config, REPO)
@@ -177,12 +179,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise ValueError(f"unknown report {args.table!r}; available: table1, table2, regression, index")
     if args.config_json is not None:
         config, name = args.config_json, args.config_name or "config passed as JSON"
-    elif args.table not in ("table1", "table2"):
-        from reports.regression import load_workflow_config
-
-        config, name = load_workflow_config([Path(args.config)], REPO), args.config
     else:
-        config, name = _load_workflow_config(args.config), args.config
+        config, name = load_workflow_config([Path(args.config)], REPO), args.config
     if args.table == "regression":
         from reports.regression import render_regression, summary_line
 
@@ -204,26 +202,43 @@ def cmd_report(args: argparse.Namespace) -> int:
     print(f"report written to {out}")
 
 
-def _load_workflow_config(path: str) -> dict:
-    import jsonschema
-    import yaml
+def cmd_dataset(args: argparse.Namespace) -> None:
+    """The stages of a YouTube dataset, one Snakemake job each (``prepare`` runs them all)."""
+    from data_prep.video_dataset import (
+        VideoParams,
+        assemble,
+        fetch_metadata,
+        forget_transient,
+        get_spec,
+        prepare_metadata,
+        prepare_video,
+    )
 
-    config = yaml.safe_load(Path(path).read_text())
-    schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
-    try:
-        jsonschema.validate(config, schema)
-    except jsonschema.ValidationError as err:
-        where = "/".join(str(p) for p in err.absolute_path) or "(top level)"
-        raise ValueError(f"{path}: invalid config at {where}: {err.message}") from err
-    return config
+    spec = get_spec(args.dataset)
+    params = VideoParams.from_dict(args.params)
+    root = Path(args.root)
+    if args.stage == "fetch":
+        print(fetch_metadata(spec, params))
+    elif args.stage == "metadata":
+        chunks = prepare_metadata(spec, params, root)
+        print(f"{spec.name}: {len(chunks)} valid chunks in {root}")
+    elif args.stage == "video":
+        if not args.video:
+            raise ValueError("stage video needs --video YOUTUBE_ID")
+        print(prepare_video(spec, params, root, args.video))
+    elif args.stage == "retry":
+        removed = forget_transient(root)
+        print(f"{len(removed)} video(s) will be retried by the next run: {' '.join(removed)}")
+    else:
+        print(assemble(spec, root))
 
 
 def cmd_weights(args: argparse.Namespace) -> None:
-    from methods import weights
+    from data_prep import weights
 
-    names = args.names or sorted(weights.REGISTRY)
+    names = args.names or weights.list_weights()
     for name in names:
-        weights._entry(name)  # an unknown name is a KeyError before anything is downloaded
+        weights.REGISTRY.get(name)  # an unknown name is a KeyError before anything is downloaded
     if args.action == "list":
         for name in names:
             e = weights.REGISTRY[name]
@@ -266,6 +281,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="dataset folder to create")
     p.add_argument("--params", type=_json, default={}, help="builder parameters as a JSON object")
     p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser(
+        "dataset",
+        help="one stage of a YouTube dataset (fetch, metadata, video, assemble, retry: forget "
+        "rate-limited/network failures); `prepare` runs them all in one process",
+    )
+    p.add_argument("stage", choices=["fetch", "metadata", "video", "assemble", "retry"])
+    p.add_argument("dataset", help="a video dataset: taichi, vox or ted")
+    p.add_argument("--params", type=_json, default={}, help="builder parameters as a JSON object")
+    p.add_argument("--root", required=True, help="dataset folder")
+    p.add_argument("--video", help="YouTube id (stage video)")
+    p.set_defaults(func=cmd_dataset)
 
     p = sub.add_parser("train", help="train a method (resumes an interrupted run)")
     p.add_argument("--method-config", required=True, help="methods/configs/{method}/{dataset}.yaml")
@@ -368,12 +395,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         status = args.func(args)
-    except (FileNotFoundError, ValueError, KeyError) as err:
+    except (OSError, ValueError, KeyError) as err:
         # Known failure modes (missing file, bad config, corrupt input) end with one clear line.
         print(f"animbench {args.command}: error: {err}", file=sys.stderr)
         return 1
     except RuntimeError as err:
-        # Failures a user can act on (methods.train.TrainingError: divergence, pre-emption)
+        # Failures a user can act on (methods.engine.train.TrainingError: divergence, pre-emption)
         # carry their exit status; any other RuntimeError is a bug and keeps its traceback.
         code = getattr(err, "exit_code", None)
         if code is None:

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods.animate import movement_scale
+from data_prep.weights import DEFAULT_WEIGHTS_DIR
 from methods.background.resnet_affine import ResNetAffine
 from methods.base import AnimationModel, Motion
 from methods.dense_motion.transform_based import DenseMotionNetwork
@@ -41,9 +41,9 @@ from methods.losses.background import background_active, background_loss
 from methods.losses.equivariance import equivariance_value_loss
 from methods.losses.perceptual import PyramidPerceptualLoss
 from methods.losses.warp import warp_loss
+from methods.motion.relative import movement_scale
 from methods.motion.tps import random_tps
 from methods.registry import register_method
-from methods.weights import DEFAULT_WEIGHTS_DIR
 
 #: The reference clips gradients of these networks to infinity-norm 10 before every step.
 GRAD_CLIP_MAX_NORM = 10.0

@@ -34,9 +34,12 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from data_prep.devices import resolve_device
 from data_prep.io import atomic_path, file_sha256
-from methods import checkpoints
-from methods.avd import (
+from methods.base import AnimationModel, Motion
+from methods.engine import checkpoints
+from methods.engine.train import EpochBatches, _code_fingerprint, build_dataset
+from methods.models.avd import (
     LINEAR_KEYS,
     POINT_KEYS,
     AVDNetwork,
@@ -44,10 +47,7 @@ from methods.avd import (
     build_avd_network,
     random_scale,
 )
-from methods.base import AnimationModel, Motion
-from methods.devices import resolve_device
 from methods.registry import build_model
-from methods.train import EpochBatches, _code_fingerprint, build_dataset
 
 log = logging.getLogger(__name__)
 

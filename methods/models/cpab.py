@@ -32,13 +32,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from data_prep.weights import DEFAULT_WEIGHTS_DIR
 from methods.base import Motion
 from methods.blocks import make_coordinate_grid
 from methods.detectors.resnet_keypoints import POINTS_PER_TPS
+from methods.models.tpsmm import TPSMM
 from methods.motion.cpab import CPAB, Tessellation, fit_adam
 from methods.registry import register_method
-from methods.tpsmm import TPSMM
-from methods.weights import DEFAULT_WEIGHTS_DIR
 
 #: Keys of ``model_params.cpab_params`` (all required by the schema; no defaults here).
 CPAB_PARAM_KEYS = (

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from data_prep.io import atomic_path, file_sha256
+from data_prep.registry import Registry
 
 DEFAULT_WEIGHTS_DIR = Path("resources/weights")
 LOG = logging.getLogger(__name__)
@@ -50,7 +51,8 @@ class WeightsFile:
         return "sha256-prefix" if self.sha256_prefix else "unpublished"
 
 
-REGISTRY: dict[str, WeightsFile] = {}
+#: Every weights file by name; the entries are declared in this module (no lazy modules).
+REGISTRY: Registry[WeightsFile] = Registry("weights")
 
 
 def register(entry: WeightsFile) -> WeightsFile:
@@ -58,8 +60,11 @@ def register(entry: WeightsFile) -> WeightsFile:
         c in "0123456789abcdef" for c in entry.sha256_prefix
     ):
         raise ValueError(f"weights {entry.name!r}: sha256_prefix must be lower-case hex")
-    REGISTRY[entry.name] = entry
-    return entry
+    return REGISTRY.add(entry.name, entry)
+
+
+def list_weights() -> list[str]:
+    return REGISTRY.names()
 
 
 register(
@@ -192,12 +197,6 @@ class WeightsFetchError(MissingWeightsError):
     """A download failed (offline, refused, or the bytes did not match the checksum)."""
 
 
-def _entry(name: str) -> WeightsFile:
-    if name not in REGISTRY:
-        raise KeyError(f"unknown weights {name!r}; known: {', '.join(sorted(REGISTRY))}")
-    return REGISTRY[name]
-
-
 def _how(entry: WeightsFile, weights_dir: str | Path) -> str:
     path = Path(weights_dir) / entry.filename
     return (
@@ -223,7 +222,7 @@ def resolve_with_sha256(
     name: str, weights_dir: str | Path = DEFAULT_WEIGHTS_DIR
 ) -> tuple[Path, str]:
     """Verified local path of weights ``name`` and the file's full SHA-256 (recorded by evaluators)."""
-    entry = _entry(name)
+    entry = REGISTRY.get(name)
     path = Path(weights_dir) / entry.filename
     if not path.is_file():
         raise MissingWeightsError(
@@ -245,7 +244,7 @@ def resolve(name: str, weights_dir: str | Path = DEFAULT_WEIGHTS_DIR, verify: bo
     """Path of the local copy of weights ``name``, checked against its checksum."""
     if verify:
         return resolve_with_sha256(name, weights_dir)[0]
-    entry = _entry(name)
+    entry = REGISTRY.get(name)
     path = Path(weights_dir) / entry.filename
     if not path.is_file():
         raise MissingWeightsError(
@@ -256,7 +255,7 @@ def resolve(name: str, weights_dir: str | Path = DEFAULT_WEIGHTS_DIR, verify: bo
 
 def check(name: str, weights_dir: str | Path = DEFAULT_WEIGHTS_DIR) -> str:
     """One word-first status line for ``animbench weights check``: ok / unverified / missing / corrupt."""
-    entry = _entry(name)
+    entry = REGISTRY.get(name)
     path = Path(weights_dir) / entry.filename
     if not path.is_file():
         return f"missing     {name}: {path} ({entry.url})"
@@ -294,7 +293,7 @@ def fetch(name: str, weights_dir: str | Path = DEFAULT_WEIGHTS_DIR) -> Path:
     An already present, verified file is kept. A failed download (offline, HTTP error) raises
     :class:`WeightsFetchError` with one line naming the URL and the reason.
     """
-    entry = _entry(name)
+    entry = REGISTRY.get(name)
     path = Path(weights_dir) / entry.filename
     if path.is_file() and not verify_file(entry, path)[0].startswith("corrupt"):
         return path

@@ -11,7 +11,7 @@ SIGTERM and SIGUSR1 (what SLURM sends before a time limit or pre-emption) make t
 its state at the end of the current step and stop with :class:`TrainingInterrupted`; rerunning
 the same command continues from there.
 
-Several processes (``torchrun``, see :mod:`methods.distributed`) split every global batch of
+Several processes (``torchrun``, see :mod:`methods.engine.distributed`) split every global batch of
 ``batch_size`` pairs evenly; rank 0 writes every file.
 """
 
@@ -34,10 +34,10 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
+from data_prep.devices import describe, resolve_device
 from data_prep.io import atomic_path, file_sha256
 from data_prep.loading import AugmentationConfig, FramePairDataset
-from methods import checkpoints, distributed
-from methods.devices import describe, resolve_device
+from methods.engine import checkpoints, distributed
 from methods.registry import build_model
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ class TrainOptions:
 def _code_fingerprint() -> str:
     """Hash of the sources training depends on: changed code never resumes a stale state."""
     digest = hashlib.sha256()
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     for package in ("methods", "data_prep"):
         for path in sorted((root / package).rglob("*.py")):
             digest.update(path.relative_to(root).as_posix().encode())

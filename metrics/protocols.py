@@ -82,6 +82,11 @@ def _default_protocols() -> dict[str, Protocol]:
     return load_protocols()
 
 
+def list_protocols() -> list[str]:
+    """The protocols of metrics/protocols.yaml."""
+    return sorted(_default_protocols())
+
+
 def get_protocol(name: str, path: str | Path | None = None) -> Protocol:
     protocols = load_protocols(path) if path else _default_protocols()
     if name not in protocols:
@@ -90,7 +95,7 @@ def get_protocol(name: str, path: str | Path | None = None) -> Protocol:
 
 
 def protocol_weights(protocol: Protocol) -> list[str]:
-    """Weights-registry names (methods/weights.py) the protocol's pretrained backends load.
+    """Weights-registry names (data_prep/weights.py) the protocol's pretrained backends load.
 
     Trained evaluators (the synthetic protocol) load none: they are trained in the DAG.
     """

@@ -14,8 +14,10 @@ from typing import Any
 import jsonschema
 import yaml
 
-SCHEMA_PATH = Path(__file__).parent / "configs" / "schema.yaml"
-CONFIG_DIR = Path(__file__).parent / "configs"
+from methods.registry import list_methods
+
+SCHEMA_PATH = Path(__file__).parents[1] / "configs" / "schema.yaml"
+CONFIG_DIR = Path(__file__).parents[1] / "configs"
 
 
 class MethodConfigError(ValueError):
@@ -28,18 +30,22 @@ def _read_schema(path: Path) -> dict[str, Any]:
 
 
 def known_methods() -> list[str]:
-    """Methods that have a config schema (``methods/configs/<method>/schema.yaml``)."""
-    return sorted(p.parent.name for p in CONFIG_DIR.glob("*/schema.yaml"))
+    """The registered methods (methods.registry): each has ``methods/configs/<method>/schema.yaml``."""
+    return list_methods()
 
 
 def validate_method_config(config: Any, source: str = "<config>") -> None:
     """Raise :class:`MethodConfigError` listing every schema violation of ``config``."""
     errors = list(jsonschema.Draft202012Validator(_read_schema(SCHEMA_PATH)).iter_errors(config))
     if not errors:
+        if config["method"] not in known_methods():
+            raise MethodConfigError(
+                f"{source}: unknown method {config['method']!r}; known: {', '.join(known_methods())}"
+            )
         method_schema = CONFIG_DIR / str(config["method"]) / "schema.yaml"
         if not method_schema.is_file():
             raise MethodConfigError(
-                f"{source}: unknown method {config['method']!r}; known: {', '.join(known_methods())}"
+                f"{source}: method {config['method']!r} has no schema {method_schema}; add it beside its configs"
             )
         validator = jsonschema.Draft202012Validator(_read_schema(method_schema))
         errors = list(validator.iter_errors(config))

@@ -133,7 +133,7 @@ def load_model_state(model: AnimationModel, payload: dict[str, Any], source: str
     optimizers, ...) is named in one log line: WARNING when it holds a network, INFO when it
     is only optimizer or training bookkeeping.
     """
-    from methods.avd import load_avd_network
+    from methods.models.avd import load_avd_network
 
     missing = [key for key in model.checkpoint_keys if key not in payload]
     if missing:

@@ -195,9 +195,27 @@ def test_train_avd_cli_writes_a_loadable_checkpoint_and_resumes(tiny_dataset, ti
         torch.testing.assert_close(again[name], value, rtol=0, atol=1e-6, msg=name)
 
 
+def test_train_avd_resumes_mid_epoch_on_the_methods_trainer(tiny_dataset, tiny_fomm_config, tmp_path):
+    # AVD training runs on the one trainer: a state saved after any step resumes exactly.
+    from methods.engine.train_avd import LOG_NAME, STATE_NAME, AVDOptions, train_avd
+
+    ckpt = _tiny_checkpoint(tmp_path, tiny_fomm_config)
+    params = {**AVD_TINY, "num_repeats": 4}  # 16 pairs: four steps of 4 per epoch
+    whole = AVDOptions(ckpt, tiny_dataset, tmp_path / "whole" / "avd.pt", params=params, progress=False)
+    assert train_avd(whole) == whole.out
+    broken = AVDOptions(ckpt, tiny_dataset, tmp_path / "broken" / "avd.pt", params=params, progress=False)
+    assert train_avd(AVDOptions(**{**broken.__dict__, "stop_after_steps": 1})) == broken.out.parent / STATE_NAME
+    assert train_avd(broken) == broken.out
+    expected, resumed = checkpoints.read(whole.out), checkpoints.read(broken.out)
+    for name, value in expected["avd_network"].items():
+        torch.testing.assert_close(resumed["avd_network"][name], value, rtol=0, atol=1e-6, msg=name)
+    logged = pd.read_csv(broken.out.parent / LOG_NAME)
+    assert list(logged["steps"]) == [4, 4] and list(logged["lr_avd"]) == pytest.approx([1e-4, 1e-4])
+
+
 def test_train_avd_batch_larger_than_dataset_is_a_clear_error(tiny_dataset, tiny_fomm_config, tmp_path):
     from methods.engine.train_avd import AVDOptions, train_avd
 
     ckpt = _tiny_checkpoint(tmp_path, tiny_fomm_config)
-    with pytest.raises(ValueError, match=r"fewer than AVD batch_size \d+; raise num_repeats"):
+    with pytest.raises(ValueError, match=r"fewer than train_avd_params.batch_size \d+; raise train_avd_params.num_repeats"):
         train_avd(AVDOptions(ckpt, tiny_dataset, tmp_path / "avd.pt", params={"num_repeats": 1}, progress=False))

@@ -65,10 +65,14 @@ def save(path: str | Path, payload: dict[str, Any]) -> None:
         raise CheckpointError(f"cannot write checkpoint {path}: {err.strerror or err}") from err
 
 
-def stale_temporaries(folder: str | Path) -> list[Path]:
+def stale_temporaries(folder: str | Path, names: tuple[str, ...] | None = None) -> list[Path]:
     """Hidden ``.<name>.*.tmp`` files :func:`data_prep.io.atomic_path` left in ``folder`` when a
-    process was killed mid-write (they are never renamed into place)."""
-    return sorted(p for p in Path(folder).glob(".*.tmp") if p.is_file())
+    process was killed mid-write (they are never renamed into place); only those of ``names``
+    when given (another job may be writing its own files in the same folder)."""
+    found = (p for p in Path(folder).glob(".*.tmp") if p.is_file())
+    if names is not None:
+        found = (p for p in found if any(p.name.startswith(f".{name}.") for name in names))
+    return sorted(found)
 
 
 def read(path: str | Path) -> dict[str, Any]:

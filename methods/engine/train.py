@@ -18,13 +18,14 @@ Several processes (``torchrun``, see :mod:`methods.engine.distributed`) split ev
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ log = logging.getLogger(__name__)
 STATE_NAME = "train_state.pt"
 LOG_NAME = "train_log.csv"
 CHECKPOINT_NAME = "checkpoint.pt"
+RUN_INFO_NAME = "run.json"
 
 #: train_params keys that change how often the state is saved or how data is read, never the
 #: numbers a run produces: a state saved under other values still resumes.
@@ -237,9 +239,10 @@ def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
-def remove_stale_temporaries(out_dir: Path) -> list[Path]:
-    """Delete temporary files a killed earlier run left half-written in ``out_dir``."""
-    removed = checkpoints.stale_temporaries(out_dir)
+def remove_stale_temporaries(out_dir: Path, names: tuple[str, ...] | None = None) -> list[Path]:
+    """Delete temporary files a killed earlier run left half-written in ``out_dir`` (only those
+    of ``names``, the files this run writes, when given)."""
+    removed = checkpoints.stale_temporaries(out_dir, names)
     for path in removed:
         path.unlink(missing_ok=True)
         log.info("removed %s, left by an interrupted write", path)
@@ -291,6 +294,45 @@ class _Precision:
         return tensor.contiguous(memory_format=torch.channels_last) if self.channels_last else tensor
 
 
+@dataclass(frozen=True)
+class RunControl:
+    """How one call of the trainer runs (never what it computes, except ``seed``)."""
+
+    seed: int = 0
+    progress: bool = True
+    #: Stop after this many epochs in this call (the run stays resumable); for crash tests.
+    stop_after_epochs: int | None = None
+    #: Stop after this many optimizer steps in this call, saving the state mid-epoch; for tests.
+    stop_after_steps: int | None = None
+
+
+@dataclass(frozen=True)
+class TrainingTask:
+    """What the one trainer trains: a method (:func:`train`) or an AVD network
+    (:func:`methods.engine.train_avd.train_avd`).
+
+    ``model`` offers the training interface of :class:`methods.base.AnimationModel`:
+    ``checkpoint_keys``, ``optimizer_groups()``, ``set_epoch()``, ``before_optimizer_step()`` and
+    ``forward(source, driving) -> (losses, outputs)``. ``train_params`` holds the trainer's keys
+    (``num_epochs``, ``batch_size``, ``epoch_milestones``, ``lr_<group>``, ...). ``finish(trainer)``
+    writes the final outputs on rank 0 after the last epoch; ``checkpoint`` is what it writes.
+    """
+
+    model: torch.nn.Module
+    train_params: dict[str, Any]
+    dataset: FramePairDataset
+    fingerprint: str
+    out_dir: Path
+    checkpoint: Path
+    finish: Callable[[_Trainer], None]
+    state_name: str = STATE_NAME
+    log_name: str = LOG_NAME
+    #: Every file the run writes into ``out_dir``: their stale temporaries are removed at start.
+    outputs: tuple[str, ...] = ()
+    #: The config section ``train_params`` came from, for error messages.
+    section: str = "train_params"
+
+
 def train(config: dict[str, Any], options: TrainOptions) -> Path:
     """Train ``config``'s method on ``options.dataset_root``; return the final checkpoint path.
 
@@ -302,39 +344,87 @@ def train(config: dict[str, Any], options: TrainOptions) -> Path:
     """
     ctx = distributed.context_from_env()
     device = resolve_device(options.device)
+    control = RunControl(options.seed, options.progress, options.stop_after_epochs, options.stop_after_steps)
     with distributed.process_group(device, ctx):
-        return _Trainer(config, options, ctx, device).run()
+        return run_task(_method_task(config, options, ctx, device), control, ctx, device)
+
+
+def run_task(task: TrainingTask, control: RunControl, ctx: distributed.Context, device: torch.device) -> Path:
+    """Train ``task`` to its end (or to a stop ``control`` asks for), resuming its saved state."""
+    return _Trainer(task, control, ctx, device).run()
+
+
+def _method_task(config: dict[str, Any], options: TrainOptions, ctx: distributed.Context, device: torch.device) -> TrainingTask:
+    fingerprint = run_fingerprint(config, options)
+    torch.manual_seed(options.seed)
+    model = build_model(config, weights_dir=options.weights_dir)
+    if ctx.enabled and distributed.wants_sync_batchnorm(config):
+        distributed.synchronise_batchnorm(model, device)
+    model = model.to(device)
+    if _Precision.from_params(config["train_params"]).channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return TrainingTask(
+        model=model,
+        train_params=config["train_params"],
+        dataset=build_dataset(config, options.dataset_root, options.seed),
+        fingerprint=fingerprint,
+        out_dir=options.out_dir,
+        checkpoint=options.out_dir / CHECKPOINT_NAME,
+        finish=functools.partial(_finish_method, config, options),
+        outputs=(STATE_NAME, LOG_NAME, CHECKPOINT_NAME, RUN_INFO_NAME),
+    )
+
+
+def _finish_method(config: dict[str, Any], options: TrainOptions, trainer: _Trainer) -> None:
+    """The method's checkpoint (reference layout) and run.json, which the reports read."""
+    final = {
+        **_weights_payload(trainer.model, trainer.optimizers),
+        "epoch": trainer.num_epochs,
+        "animbench": {"config": config, "seed": options.seed, "fingerprint": trainer.fingerprint},
+    }
+    checkpoints.save(trainer.task.checkpoint, final)
+    train_params = config["train_params"]
+    info = {
+        "method": config["method"],
+        "method_config": options.config_source,
+        "perceptual_loss": train_params.get("perceptual_loss", "vgg19"),
+        "losses_off": losses_off(train_params),
+        "epochs": trainer.num_epochs,
+        "train_seconds": round(sum(r["seconds"] for r in trainer.rows), 1),
+        "seed": options.seed,
+        "fingerprint": trainer.fingerprint,
+        "device": describe(trainer.device),
+        "processes": trainer.ctx.world_size,
+        "mixed_precision": train_params.get("mixed_precision", "none"),
+        "channels_last": trainer.precision.channels_last,
+    }
+    with atomic_path(options.out_dir / RUN_INFO_NAME) as tmp:
+        tmp.write_text(json.dumps(info, indent=2))
 
 
 class _Trainer:
-    def __init__(self, config: dict[str, Any], options: TrainOptions, ctx: distributed.Context, device: torch.device) -> None:
-        self.config, self.options, self.ctx, self.device = config, options, ctx, device
-        self.out_dir = options.out_dir
-        self.train_params = train_params = config["train_params"]
+    def __init__(self, task: TrainingTask, options: RunControl, ctx: distributed.Context, device: torch.device) -> None:
+        self.task, self.options, self.ctx, self.device = task, options, ctx, device
+        self.out_dir = task.out_dir
+        self.train_params = train_params = task.train_params
         self.num_epochs = int(train_params["num_epochs"])
         self.every_steps = int(train_params.get("save_state_every_steps", 0))
         self.every_seconds = 60.0 * float(train_params.get("save_state_every_minutes", 0))
         self.precision = _Precision.from_params(train_params)
-        self.fingerprint = run_fingerprint(config, options)
-        self.state_path = self.out_dir / STATE_NAME
+        self.fingerprint = task.fingerprint
+        self.state_path = self.out_dir / task.state_name
 
-        torch.manual_seed(options.seed)
-        model = build_model(config, weights_dir=options.weights_dir)
-        if ctx.enabled and distributed.wants_sync_batchnorm(config):
-            distributed.synchronise_batchnorm(model, device)
-        model = model.to(device)
-        if self.precision.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        self.model = model
+        self.model = model = task.model
         self.optimizers, self.schedulers = _build_optimizers(model, train_params)
         self.scaler = (
             torch.amp.GradScaler(device.type) if self.precision.dtype == torch.float16 else None
         )
-        self.dataset = build_dataset(config, options.dataset_root, options.seed)
+        self.dataset = task.dataset
         if len(self.dataset) < train_params["batch_size"]:
             raise ValueError(
-                f"{options.dataset_root}: {len(self.dataset)} training pairs per epoch is fewer than "
-                f"batch_size {train_params['batch_size']}; raise num_repeats or lower batch_size"
+                f"{self.dataset.root}: {len(self.dataset)} training pairs per epoch is fewer than "
+                f"{task.section}.batch_size {train_params['batch_size']}; raise "
+                f"{task.section}.num_repeats or lower {task.section}.batch_size"
             )
         # The DDP wrapper only runs the forward pass; hooks and state go through ``model``.
         self.network = distributed.wrap(model, device, ctx)
@@ -466,7 +556,7 @@ class _Trainer:
     def run(self) -> Path:
         if self.ctx.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            remove_stale_temporaries(self.out_dir)
+            remove_stale_temporaries(self.out_dir, self.task.outputs)
         distributed.barrier(self.ctx)
         self._resume()
         steps_this_call = 0
@@ -543,36 +633,15 @@ class _Trainer:
         self.epoch, self.step, self.sums, self.epoch_seconds = self.epoch + 1, 0, {}, 0.0
         self._save_state(0.0)
         if self.ctx.is_main:
-            with atomic_path(self.out_dir / LOG_NAME) as tmp:
+            with atomic_path(self.out_dir / self.task.log_name) as tmp:
                 pd.DataFrame(self.rows).to_csv(tmp, index=False)
             log.info("epoch %d/%d: %s", row["epoch"], self.num_epochs, row)
 
     def _finish(self) -> Path:
-        checkpoint_path = self.out_dir / CHECKPOINT_NAME
+        checkpoint_path = self.task.checkpoint
         self._check_finite(str(checkpoint_path), self.num_epochs, self.rows[-1]["steps"] if self.rows else 0)
         if self.ctx.is_main:
-            final = {
-                **_weights_payload(self.model, self.optimizers),
-                "epoch": self.num_epochs,
-                "animbench": {"config": self.config, "seed": self.options.seed, "fingerprint": self.fingerprint},
-            }
-            checkpoints.save(checkpoint_path, final)
-            info = {
-                "method": self.config["method"],
-                "method_config": self.options.config_source,
-                "perceptual_loss": self.train_params.get("perceptual_loss", "vgg19"),
-                "losses_off": losses_off(self.train_params),
-                "epochs": self.num_epochs,
-                "train_seconds": round(sum(r["seconds"] for r in self.rows), 1),
-                "seed": self.options.seed,
-                "fingerprint": self.fingerprint,
-                "device": describe(self.device),
-                "processes": self.ctx.world_size,
-                "mixed_precision": self.train_params.get("mixed_precision", "none"),
-                "channels_last": self.precision.channels_last,
-            }
-            with atomic_path(self.out_dir / "run.json") as tmp:
-                tmp.write_text(json.dumps(info, indent=2))
+            self.task.finish(self)
             self.state_path.unlink(missing_ok=True)
         distributed.barrier(self.ctx)
         return checkpoint_path
@@ -580,12 +649,15 @@ class _Trainer:
 
 __all__ = [
     "EpochBatches",
+    "RunControl",
     "TrainOptions",
+    "TrainingTask",
     "TrainingDiverged",
     "TrainingError",
     "TrainingInterrupted",
     "build_dataset",
     "remove_stale_temporaries",
     "run_fingerprint",
+    "run_task",
     "train",
 ]

@@ -9,8 +9,9 @@ Adam (0.5, 0.999) with MultiStepLR, one epoch = the training list repeated ``num
 
 Output: a new checkpoint (default ``checkpoint_avd.pt`` beside the input) holding every entry of
 the input checkpoint plus ``avd_network`` and ``optimizer_avd``; the input is never modified,
-so the DAG's training outputs stay valid. A per-epoch CSV log and an atomic resume state are
-written next to it; a killed run restarts at its last finished epoch.
+so the DAG's training outputs stay valid. The training runs on the one trainer every method uses
+(:mod:`methods.engine.train`): a per-epoch CSV log and an atomic resume state next to the output,
+resumption after a crash or a SIGTERM (at the last saved step), several processes under torchrun.
 
 One difference from the references, on purpose: they leave the motion network in train mode,
 so batch-norm running statistics of the region predictor drift during AVD training and are
@@ -20,25 +21,28 @@ saved; here the motion model is frozen entirely (its weights in the output equal
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import logging
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import jsonschema
-import pandas as pd
 import torch
-from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from data_prep.devices import resolve_device
-from data_prep.io import atomic_path, file_sha256
+from data_prep.io import file_sha256
 from methods.base import AnimationModel, Motion
-from methods.engine import checkpoints
-from methods.engine.train import EpochBatches, _code_fingerprint, build_dataset
+from methods.engine import checkpoints, distributed
+from methods.engine.train import (
+    RunControl,
+    TrainingTask,
+    _code_fingerprint,
+    build_dataset,
+    run_task,
+)
 from methods.models.avd import (
     LINEAR_KEYS,
     POINT_KEYS,
@@ -108,6 +112,8 @@ class AVDOptions:
     progress: bool = True
     #: Stop after this many epochs in this call (the run stays resumable); for crash tests.
     stop_after_epochs: int | None = None
+    #: Stop after this many optimizer steps in this call, saving the state mid-epoch; for tests.
+    stop_after_steps: int | None = None
 
 
 def resolve_params(config: dict[str, Any], overrides: dict[str, Any] | None) -> dict[str, Any]:
@@ -175,8 +181,43 @@ def _fingerprint(checkpoint: Path, config: dict[str, Any], params: dict[str, Any
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+class AVDTraining(torch.nn.Module):
+    """The AVD network beside its frozen motion model, as the trainer sees a method: one
+    optimizer group ``avd``, one saved sub-network ``avd_network``, ``forward`` -> the losses.
+
+    Random scales come from the global generator, which the trainer's resume state carries, so
+    a run resumed anywhere draws what an unbroken one would.
+    """
+
+    checkpoint_keys = ("avd_network",)
+
+    def __init__(self, motion_model: AnimationModel, avd_network: AVDNetwork, params: dict[str, Any]) -> None:
+        super().__init__()
+        self.motion_model = motion_model.eval().requires_grad_(False)
+        self.avd_network = avd_network
+        self.params = params
+
+    def train(self, mode: bool = True) -> AVDTraining:
+        super().train(mode)
+        self.motion_model.eval()  # frozen: its batch-norm statistics must not drift
+        return self
+
+    def optimizer_groups(self) -> dict[str, list[torch.nn.Parameter]]:
+        return {"avd": list(self.avd_network.parameters())}
+
+    def set_epoch(self, epoch: int) -> None:
+        pass
+
+    def before_optimizer_step(self) -> None:
+        pass
+
+    def forward(self, source: torch.Tensor, driving: torch.Tensor) -> tuple[dict[str, torch.Tensor], None]:
+        return avd_step(self.motion_model, self.avd_network, source, driving, self.params), None
+
+
 def train_avd(options: AVDOptions) -> Path:
-    """Train an AVD network for ``options.checkpoint``'s model; return the written checkpoint."""
+    """Train an AVD network for ``options.checkpoint``'s model; return the written checkpoint
+    (the resume state instead when ``stop_after_epochs``/``stop_after_steps`` ended the call)."""
     payload = checkpoints.read(options.checkpoint)
     config = options.method_config or payload.get("animbench", {}).get("config")
     if config is None:
@@ -184,106 +225,67 @@ def train_avd(options: AVDOptions) -> Path:
             f"checkpoint {options.checkpoint} carries no animbench config; pass --method-config"
         )
     params = resolve_params(config, options.params)
-    out = options.out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fingerprint = _fingerprint(options.checkpoint, config, params, options)
-
+    options.out.parent.mkdir(parents=True, exist_ok=True)
+    ctx = distributed.context_from_env()
     device = resolve_device(options.device)  # "auto", "cpu", "cuda", "cuda:N"
+    control = RunControl(options.seed, options.progress, options.stop_after_epochs, options.stop_after_steps)
+    with distributed.process_group(device, ctx):
+        return run_task(_avd_task(payload, config, params, options, device), control, ctx, device)
+
+
+def _avd_task(payload: dict[str, Any], config: dict[str, Any], params: dict[str, Any],
+              options: AVDOptions, device: torch.device) -> TrainingTask:
+    fingerprint = _fingerprint(options.checkpoint, config, params, options)
     torch.manual_seed(options.seed)
     model = build_model(config, with_losses=False)
     checkpoints.load_model_state(model, payload, source=str(options.checkpoint))
-    model.to(device).eval()
-    model.requires_grad_(False)
     try:
-        avd_network = build_avd_network(model, params).to(device)
+        avd_network = build_avd_network(model, params)
     except NotImplementedError as err:
         raise ValueError(f"method {config['method']!r} does not implement avd_encode/avd_decode") from err
-
-    optimizer = torch.optim.Adam(avd_network.parameters(), lr=params["lr"], betas=(0.5, 0.999))
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, params["epoch_milestones"], gamma=0.1)
     # The main trainer's dataset and loader, with AVD's repeats and batch size.
     data_config = copy.deepcopy(config)
     data_config["train_params"] = {**config.get("train_params", {}), "num_repeats": params["num_repeats"]}
-    dataset = build_dataset(data_config, options.dataset_root, options.seed)
-    if len(dataset) < params["batch_size"]:
-        raise ValueError(
-            f"{options.dataset_root}: {len(dataset)} training pairs per epoch is fewer than AVD "
-            f"batch_size {params['batch_size']}; raise num_repeats or lower batch_size"
-        )
+    train_params = {
+        "num_epochs": params["num_epochs"],
+        "num_repeats": params["num_repeats"],
+        "batch_size": params["batch_size"],
+        "epoch_milestones": params["epoch_milestones"],
+        "lr_avd": params["lr"],
+        "num_workers": params["num_workers"],
+    }
+    return TrainingTask(
+        model=AVDTraining(model, avd_network, params).to(device),
+        train_params=train_params,
+        dataset=build_dataset(data_config, options.dataset_root, options.seed),
+        fingerprint=fingerprint,
+        out_dir=options.out.parent,
+        checkpoint=options.out,
+        finish=functools.partial(_finish_avd, payload, config, params, options),
+        state_name=STATE_NAME,
+        log_name=LOG_NAME,
+        outputs=(STATE_NAME, LOG_NAME, options.out.name),
+        section="train_avd_params",
+    )
 
-    state_path = out.parent / STATE_NAME
-    start_epoch, rows = 0, []
-    if state_path.exists():
-        state = checkpoints.read(state_path)
-        if state.get("fingerprint") == fingerprint:
-            avd_network.load_state_dict(state["avd_network"])
-            optimizer.load_state_dict(state["optimizer_avd"])
-            scheduler.load_state_dict(state["scheduler_avd"])
-            start_epoch, rows = state["epoch"], state["log"]
-            log.info("resuming AVD training in %s at epoch %d", out.parent, start_epoch)
-        else:
-            log.warning("ignoring %s: it belongs to another checkpoint, config, seed or code", state_path)
 
-    num_epochs = params["num_epochs"]
-    for epoch in range(start_epoch, num_epochs):
-        if options.stop_after_epochs is not None and epoch - start_epoch >= options.stop_after_epochs:
-            return state_path
-        avd_network.train()
-        dataset.set_epoch(epoch)  # augmentation draws keyed by (seed, epoch, index)
-        # The main trainer's seeded batch order: a resumed run sees the batches an unbroken one would.
-        loader = DataLoader(dataset, batch_sampler=EpochBatches(len(dataset), params["batch_size"], options.seed, epoch),
-                            num_workers=params["num_workers"])
-        # Random scales keyed by (seed, epoch): a resumed run draws what an unbroken one would.
-        generator = torch.Generator().manual_seed(options.seed * 1_000_003 + epoch + 104_729)
-        sums: dict[str, float] = {}
-        steps, started = 0, time.perf_counter()
-        bar = tqdm(loader, desc=f"avd epoch {epoch + 1}/{num_epochs}", disable=not options.progress, leave=False)
-        for batch in bar:
-            losses = avd_step(model, avd_network, batch["source"].to(device),
-                              batch["driving"].to(device), params, generator)
-            total = sum(losses.values())
-            if not torch.isfinite(total):
-                raise FloatingPointError(f"non-finite AVD loss at epoch {epoch}: { {k: float(v) for k, v in losses.items()} }")
-            total.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            for key, value in losses.items():
-                sums[key] = sums.get(key, 0.0) + value.item()
-            sums["total"] = sums.get("total", 0.0) + total.item()
-            steps += 1
-            bar.set_postfix(loss=f"{total.item():.4f}")
-        scheduler.step()
-        row = {"epoch": epoch + 1, "steps": steps, "seconds": round(time.perf_counter() - started, 3)}
-        row.update({f"loss_{k}": v / max(steps, 1) for k, v in sums.items()})
-        row["lr"] = optimizer.param_groups[0]["lr"]
-        rows.append(row)
-        checkpoints.save(state_path, {
-            "avd_network": avd_network.state_dict(),
-            "optimizer_avd": optimizer.state_dict(),
-            "scheduler_avd": scheduler.state_dict(),
-            "epoch": epoch + 1,
-            "log": rows,
-            "fingerprint": fingerprint,
-        })
-        with atomic_path(out.parent / LOG_NAME) as tmp:
-            pd.DataFrame(rows).to_csv(tmp, index=False)
-        log.info("AVD epoch %d/%d: %s", epoch + 1, num_epochs, row)
-
+def _finish_avd(payload: dict[str, Any], config: dict[str, Any], params: dict[str, Any],
+                options: AVDOptions, trainer: Any) -> None:
+    """Every entry of the input checkpoint plus ``avd_network`` and ``optimizer_avd``."""
+    avd_network = trainer.model.avd_network
     animbench = dict(payload.get("animbench", {}))
     animbench.setdefault("config", config)
     animbench["avd"] = {
         **avd_network.sizes(),
         "params": params,
         "seed": options.seed,
-        "fingerprint": fingerprint,
+        "fingerprint": trainer.fingerprint,
         "motion_checkpoint_sha256": file_sha256(options.checkpoint),
     }
-    result = {
+    state = {k: v.detach().cpu() for k, v in avd_network.state_dict().items()}
+    checkpoints.save(options.out, {
         **payload,
-        "avd_network": avd_network.cpu().state_dict(),
-        "optimizer_avd": optimizer.state_dict(),
+        "avd_network": state,
+        "optimizer_avd": trainer.optimizers["avd"].state_dict(),
         "animbench": animbench,
-    }
-    checkpoints.save(out, result)
-    state_path.unlink(missing_ok=True)
-    return out
+    })

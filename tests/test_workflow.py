@@ -54,7 +54,7 @@ def test_dry_run_plans_every_step(tmp_path):
         assert rule in result.stdout
 
 
-COPIED = ("Snakefile", "environment.yml", "workflow", "methods", "metrics", "data_prep", "reports")
+COPIED = ("Snakefile", "environment.yml", "workflow", "animbench", "methods", "metrics", "data_prep", "reports")
 
 
 def _copy_repo(dest: Path) -> Path:

@@ -3,15 +3,35 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 
 from .integrate import plan_segments, replay_segments
 from .prior import Prior, prior_covariance, prior_precision
+from .tessellation import Tessellation
 
-if TYPE_CHECKING:
-    from .core import CPAB
+
+class CPAB(Protocol):
+    """What the fits use of a transformation (:class:`methods.motion.cpab.core.CPAB`, whose
+    ``fit`` calls them: typed by this protocol, the module needs no import back to core)."""
+
+    tess: Tessellation
+    prior: Prior
+
+    @property
+    def dim(self) -> int: ...
+
+    @property
+    def basis(self) -> torch.Tensor: ...
+
+    def cell_matrices(self, theta: torch.Tensor) -> torch.Tensor: ...
+
+    def velocity_jacobian(self, points: torch.Tensor) -> torch.Tensor: ...
+
+    def transform(
+        self, points: torch.Tensor, theta: torch.Tensor, method: str = ..., steps: int = ...
+    ) -> torch.Tensor: ...
 
 
 def fit_adam(

@@ -58,10 +58,17 @@ class Registry(Generic[T]):
         return modules
 
     def load_builtins(self) -> None:
+        # Marked loaded first: a built-in module that looks a name up while it registers must
+        # not start the imports again. A failed import unmarks it, so that every later lookup
+        # fails as loudly as the first instead of answering from a partial registry.
         if not self._loaded:
             self._loaded = True
-            for module in self._modules():
-                importlib.import_module(module)
+            try:
+                for module in self._modules():
+                    importlib.import_module(module)
+            except BaseException:
+                self._loaded = False
+                raise
 
     def names(self) -> list[str]:
         """Every registered name, sorted (built-ins included)."""

@@ -18,7 +18,9 @@ def dataset_usage(dataset_root: Path) -> dict[str, Any]:
     test set is not comparable to the paper's.
     """
     manifest = read_manifest(dataset_root / "manifest.csv")
-    usage: dict[str, Any] = {"size": ", ".join(sorted(manifest["size"].astype(str).unique()))}
+    # Missing and corrupt videos have no size: they must not add an empty resolution.
+    sizes = manifest["size"].fillna("").astype(str)
+    usage: dict[str, Any] = {"size": ", ".join(sorted(s for s in sizes.unique() if s))}
     summary = read_summary(dataset_root)
     for split in ("train", "test"):
         rows = manifest[manifest["split"] == split]

@@ -28,4 +28,5 @@ def basis(tess: Tessellation, dtype: torch.dtype = torch.float64, device=None) -
         (6 * num_cells, d) tensor; flat cell parameters are ``B @ theta``. Computed once per
         (tessellation, constraints) and kept in memory; nothing is written to disk.
     """
-    return torch.as_tensor(_basis_np(tess), dtype=dtype, device=device)
+    # A copy: the cached array must not change when a caller edits the tensor in place.
+    return torch.tensor(_basis_np(tess), dtype=dtype, device=device)

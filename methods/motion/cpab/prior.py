@@ -40,7 +40,7 @@ def _cov_np(tess: Tessellation, prior: Prior) -> np.ndarray:
 
 def prior_covariance(tess: Tessellation, prior: Prior) -> torch.Tensor:
     """(d, d) float64 covariance of theta under ``prior``; cached per (tessellation, prior)."""
-    return torch.as_tensor(_cov_np(tess, prior))
+    return torch.tensor(_cov_np(tess, prior))  # a copy: the cache stays intact
 
 
 @functools.lru_cache(maxsize=64)
@@ -50,7 +50,7 @@ def _precision_np(tess: Tessellation, prior: Prior) -> np.ndarray:
 
 def prior_precision(tess: Tessellation, prior: Prior) -> torch.Tensor:
     """(d, d) float64 pseudo-inverse of :func:`prior_covariance` (for the fit's objective)."""
-    return torch.as_tensor(_precision_np(tess, prior))
+    return torch.tensor(_precision_np(tess, prior))  # a copy: the cache stays intact
 
 
 def sample_theta(

@@ -389,8 +389,7 @@ def test_crash_inside_a_chunk_leaves_nothing_half_written(world, tmp_path, monke
 
 
 def test_transient_download_failures_are_retried(tmp_path):
-    from data_prep.cli import main
-
+    from animbench.cli import main
     from data_prep.download import DownloadResult
 
     meta = tmp_path / "m.csv"
@@ -409,7 +408,7 @@ def test_transient_download_failures_are_retried(tmp_path):
     with open(root / "availability.csv") as handle:
         row = next(csv.DictReader(handle))
     assert row["status"] == "missing" and row["reason"].startswith("rate-limited")
-    assert main(["retry", "taichi", "--root", str(root)]) == 0
+    assert main(["dataset", "retry", "taichi", "--root", str(root)]) == 0
     assert not status_path(root, "vidX").exists()  # the next run (or Snakemake) redoes it
     make_video(tmp_path / "net" / "vidX.mkv", 8, 10)
     prepare_video(spec, parsed, root, "vidX", downloader=lambda vid, opts: DownloadResult(
@@ -445,7 +444,7 @@ def test_published_tables_when_present(dataset, counts, warnings):
 
     path = PUBLISHED / f"{dataset}-metadata.csv"
     if not path.is_file():
-        pytest.skip(f"{path} not fetched (python -m data_prep.cli fetch {dataset} --root .)")
+        pytest.skip(f"{path} not fetched (animbench dataset fetch {dataset} --root .)")
     spec = get_spec(dataset)
     assert file_sha256(path) == spec.metadata_sha256
     chunks, remarks = read_metadata(path, spec.require_person_id)

@@ -29,7 +29,7 @@ OVERRIDES = {
 
 def _command(dataset: Path, out: Path, nproc: int) -> list[str]:
     train = [
-        "-m", "animbench.cli", "train",
+        "-m", "animbench", "train",
         "--method-config", str(REPO / "methods/configs/fomm/synthetic.yaml"),
         "--overrides", json.dumps(OVERRIDES), "--dataset", str(dataset), "--out", str(out),
         "--seed", "4", "--threads", "1", "--no-progress", "--device", "cpu",

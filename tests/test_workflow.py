@@ -207,7 +207,7 @@ def test_rules_pass_the_device_their_resources_declare(tmp_path):
     assert re.search(r"animbench -v train .*--device cuda", one.stdout), one.stdout
     assert re.search(r"animbench reconstruct .*--device cuda", one.stdout)
     four = _snakemake(*base, "--set-resources", "train:gpu=4", cwd=tmp_path)
-    assert re.search(r"torchrun --standalone --nproc_per_node=4 -m animbench.cli -v train .*--device cuda", four.stdout), four.stdout
+    assert re.search(r"torchrun --standalone --nproc_per_node=4 -m animbench -v train .*--device cuda", four.stdout), four.stdout
 
 
 @pytest.mark.slow

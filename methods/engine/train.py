@@ -50,7 +50,7 @@ RUN_INFO_NAME = "run.json"
 
 #: train_params keys that change how often the state is saved or how data is read, never the
 #: numbers a run produces: a state saved under other values still resumes.
-_RESULT_NEUTRAL_KEYS = ("save_state_every_steps", "save_state_every_minutes", "num_workers")
+RESULT_NEUTRAL_KEYS = ("save_state_every_steps", "save_state_every_minutes", "num_workers")
 
 _AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -111,7 +111,7 @@ def _code_fingerprint() -> str:
 def run_fingerprint(config: dict[str, Any], options: TrainOptions) -> str:
     """Identity of a run: a resume state from any other run is ignored."""
     manifest = options.dataset_root / "manifest.csv"
-    train_params = {k: v for k, v in config["train_params"].items() if k not in _RESULT_NEUTRAL_KEYS}
+    train_params = {k: v for k, v in config["train_params"].items() if k not in RESULT_NEUTRAL_KEYS}
     blob = json.dumps(
         {
             "config": {**config, "train_params": train_params},

@@ -37,6 +37,7 @@ from data_prep.io import file_sha256
 from methods.base import AnimationModel, Motion
 from methods.engine import checkpoints, distributed
 from methods.engine.train import (
+    RESULT_NEUTRAL_KEYS,
     RunControl,
     TrainingTask,
     _code_fingerprint,
@@ -83,6 +84,9 @@ SCHEMA: dict[str, Any] = {
         "lambda_affine": {"type": "number", "minimum": 0},
         "random_scale": {"type": "number", "minimum": 0, "exclusiveMaximum": 1},
         "num_workers": {"type": "integer", "minimum": 0},
+        # How often the trainer saves its resume state (besides every epoch end).
+        "save_state_every_steps": {"type": "integer", "minimum": 0},
+        "save_state_every_minutes": {"type": "number", "minimum": 0},
         "id_bottle_size": {"type": "integer", "minimum": 1},
         "pose_bottle_size": {"type": "integer", "minimum": 1},
         # Reference keys that have no meaning here (the loader and logger differ); accepted so
@@ -173,7 +177,8 @@ def _fingerprint(checkpoint: Path, config: dict[str, Any], params: dict[str, Any
     blob = json.dumps({
         "checkpoint": file_sha256(checkpoint),
         "config": config,
-        "params": params,
+        # Like the trainer's: how often state is saved or data read never changes a result.
+        "params": {k: v for k, v in params.items() if k not in RESULT_NEUTRAL_KEYS},
         "seed": options.seed,
         "manifest": file_sha256(manifest) if manifest.exists() else None,
         "code": _code_fingerprint(),
@@ -252,7 +257,7 @@ def _avd_task(payload: dict[str, Any], config: dict[str, Any], params: dict[str,
         "batch_size": params["batch_size"],
         "epoch_milestones": params["epoch_milestones"],
         "lr_avd": params["lr"],
-        "num_workers": params["num_workers"],
+        **{k: params[k] for k in RESULT_NEUTRAL_KEYS if k in params},
     }
     return TrainingTask(
         model=AVDTraining(model, avd_network, params).to(device),

@@ -96,3 +96,32 @@ def test_full_disk_names_the_file(tmp_path, monkeypatch):
         checkpoints.save(path, {"x": torch.ones(1000)})
     assert path.read_bytes() == before
     assert checkpoints.stale_temporaries(tmp_path) == []
+
+
+class _Exploit:
+    """A pickled object that runs a shell command when unpickled (os.system via __reduce__)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_unread(tmp_path, capsys):
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pt"
+    torch.save({"generator": _Exploit(marker), "kp_detector": {}}, evil)
+    with pytest.raises(checkpoints.CheckpointError, match=r"holds Python objects .*refused unread"):
+        checkpoints.read(evil)
+    assert not marker.exists()
+    # The command a new user would run: one line, nothing executed, before any config check.
+    from animbench.cli import main
+
+    assert main(["reconstruct", "--checkpoint", str(evil), "--dataset", str(tmp_path),
+                 "--out", str(tmp_path / "r"), "--no-progress"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "refused unread" in err[0], err
+    assert not marker.exists()

@@ -12,6 +12,8 @@ import errno
 import io
 import logging
 import os
+import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -81,8 +83,23 @@ def read(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        # weights_only=False: our checkpoints hold plain config dicts and RNG states.
-        payload = torch.load(path, map_location="cpu", weights_only=False)
+        # weights_only: tensors and plain data only (what our checkpoints, resume states and the
+        # released ones hold). Unpickling anything else could run code from the file.
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        # A global (a class or function) in the pickle is what could run code; other
+        # unpickling errors are damaged bytes.
+        found = re.search(r"(?:Unsupported global|unsupported GLOBAL):? ([\w.]+)", str(err))
+        if found is None:
+            raise CheckpointError(
+                f"checkpoint {path} is truncated or corrupt (not a valid pickle); delete it and "
+                "re-run training, or pass the right file"
+            ) from None
+        raise CheckpointError(
+            f"checkpoint {path} holds Python objects ({found.group(1)}), not only tensors and plain "
+            "data: refused unread, since loading it could run code; use a checkpoint from a source "
+            "you trust"
+        ) from None
     except Exception as err:  # noqa: BLE001 - any failure to unpickle means "not a checkpoint"
         detail = str(err).strip().splitlines()[0] if str(err).strip() else ""
         raise CheckpointError(

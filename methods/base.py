@@ -24,6 +24,9 @@ class AnimationModel(nn.Module):
 
     #: Sub-network attribute names, in the order the reference checkpoints store them.
     checkpoint_keys: tuple[str, ...] = ()
+    #: Whether the method's reference implementation synchronises batch norm across GPUs (the
+    #: default of ``train_params.sync_batchnorm``).
+    sync_batchnorm: bool = False
 
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__()

@@ -32,10 +32,6 @@ from torch.distributed.nn.functional import all_reduce as differentiable_all_red
 # would otherwise print at every batch norm call.
 warnings.filterwarnings("ignore", message=r"torch\.distributed\.nn\.functional\.all_reduce is deprecated")
 
-#: Methods whose reference implementations synchronise batch norm across GPUs.
-SYNC_BATCHNORM_METHODS = frozenset({"fomm", "mraa"})
-
-
 @dataclass(frozen=True)
 class Context:
     """This process's place in the job (rank 0 of 1 when not launched by torchrun)."""
@@ -172,10 +168,11 @@ def synchronise_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
     return model
 
 
-def wants_sync_batchnorm(config: dict[str, Any]) -> bool:
-    """``train_params.sync_batchnorm`` if set, else whether the reference synchronised it."""
+def wants_sync_batchnorm(config: dict[str, Any], model: nn.Module) -> bool:
+    """``train_params.sync_batchnorm`` if set, else whether the method's reference synchronised
+    it (the model class's ``sync_batchnorm``)."""
     explicit = config["train_params"].get("sync_batchnorm")
-    return bool(explicit) if explicit is not None else config["method"] in SYNC_BATCHNORM_METHODS
+    return bool(explicit) if explicit is not None else bool(getattr(model, "sync_batchnorm", False))
 
 
 def wrap(model: nn.Module, device: torch.device, ctx: Context) -> nn.Module:
@@ -196,7 +193,6 @@ def wrap(model: nn.Module, device: torch.device, ctx: Context) -> nn.Module:
 __all__ = [
     "Context",
     "GlobalBatchNorm",
-    "SYNC_BATCHNORM_METHODS",
     "all_reduce_sum",
     "barrier",
     "context_from_env",

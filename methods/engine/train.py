@@ -358,7 +358,7 @@ def _method_task(config: dict[str, Any], options: TrainOptions, ctx: distributed
     fingerprint = run_fingerprint(config, options)
     torch.manual_seed(options.seed)
     model = build_model(config, weights_dir=options.weights_dir)
-    if ctx.enabled and distributed.wants_sync_batchnorm(config):
+    if ctx.enabled and distributed.wants_sync_batchnorm(config, model):
         distributed.synchronise_batchnorm(model, device)
     model = model.to(device)
     if _Precision.from_params(config["train_params"]).channels_last:

@@ -37,6 +37,7 @@ class FOMM(AnimationModel):
     """
 
     checkpoint_keys = ("generator", "kp_detector")
+    sync_batchnorm = True  # the reference converts every batch norm to SyncBatchNorm
 
     def __init__(
         self,

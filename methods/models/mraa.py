@@ -51,6 +51,7 @@ class MRAA(AnimationModel):
     """
 
     checkpoint_keys = ("generator", "bg_predictor", "region_predictor")
+    sync_batchnorm = True  # the reference converts every batch norm to SyncBatchNorm
 
     def __init__(
         self,

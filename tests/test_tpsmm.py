@@ -205,6 +205,20 @@ def test_registered_and_forward_backward(images) -> None:
     )
 
 
+def test_tps_is_fitted_and_applied_in_float32_under_fp16_autocast() -> None:
+    # The spline weights come from an ill-conditioned inverse: in float16 (autocast's matmul)
+    # they overflow and TPSMM's losses were NaN (found by the GPU check's AMP step on CPU).
+    torch.manual_seed(0)
+    control = torch.rand(4, 5, 2) * 2 - 1
+    targets = control + 0.1 * torch.randn(4, 5, 2)
+    with torch.autocast("cpu", dtype=torch.float16):
+        tps = fit_tps(control.half(), targets.half(), regularization=0.01)
+        grid = tps.grid((16, 16))
+    assert tps.weights.dtype == torch.float32 and grid.dtype == torch.float32
+    exact = fit_tps(control.half().float(), targets.half().float(), regularization=0.01).grid((16, 16))
+    assert torch.equal(grid, exact)  # the same float32 computation, autocast or not
+
+
 def test_deterministic_for_fixed_seed(images) -> None:
     results = []
     for _ in range(2):

@@ -31,6 +31,15 @@ def radial_basis(sq_dist: torch.Tensor) -> torch.Tensor:
     return sq_dist * torch.log(sq_dist + EPS)
 
 
+def _full_precision(*tensors: torch.Tensor) -> list[torch.Tensor]:
+    """``tensors`` in float32 at least (float64 stays float64).
+
+    Spline weights come out of an ill-conditioned inverse and exceed float16's range, so the
+    splines are fitted and applied in float32 under any autocast (a no-op in float32/float64).
+    """
+    return [t if t.dtype in (torch.float32, torch.float64) else t.float() for t in tensors]
+
+
 def _pairwise_sq_dist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """(..., N, 2), (..., M, 2) -> (..., N, M) squared euclidean distances."""
     return (a[..., :, None, :] - b[..., None, :, :]).pow(2).sum(-1)
@@ -49,9 +58,13 @@ class TPS:
 
     def warp_points(self, points: torch.Tensor) -> torch.Tensor:
         """Map (..., P, 2) points -> (..., P, 2); ``points`` broadcasts against the batch."""
-        linear = points @ self.affine[..., :, :2].transpose(-1, -2) + self.affine[..., None, :, 2]
-        basis = radial_basis(_pairwise_sq_dist(points, self.control_points))  # (..., P, N)
-        return linear + basis @ self.weights
+        with torch.autocast(points.device.type, enabled=False):
+            points, affine, control, weights = _full_precision(
+                points, self.affine, self.control_points, self.weights
+            )
+            linear = points @ affine[..., :, :2].transpose(-1, -2) + affine[..., None, :, 2]
+            basis = radial_basis(_pairwise_sq_dist(points, control))  # (..., P, N)
+            return linear + basis @ weights
 
     def grid(self, spatial_size: tuple[int, int] | torch.Size) -> torch.Tensor:
         """Sampling grid (..., H, W, 2): pixel ``z`` of the output reads the input at ``T(z)``.
@@ -76,6 +89,11 @@ def fit_tps(
     line). TPSMM adds ``0.01 * I`` to the *whole* system matrix, smoothing the fit slightly (the
     released checkpoints were trained with that), so its splines pass within ~1e-2 of the targets.
     """
+    with torch.autocast(control_points.device.type, enabled=False):
+        return _fit_tps(*_full_precision(control_points, targets), regularization)
+
+
+def _fit_tps(control_points: torch.Tensor, targets: torch.Tensor, regularization: float) -> TPS:
     n = control_points.shape[-2]
     batch = control_points.shape[:-2]
     dtype, device = control_points.dtype, control_points.device

@@ -64,6 +64,8 @@ def step(model: torch.nn.Module, source: torch.Tensor, driving: torch.Tensor) ->
     model.before_optimizer_step()
     model.optimizer.step()
     model.optimizer.zero_grad(set_to_none=True)
+    if source.device.type == "cuda":
+        torch.cuda.synchronize(source.device)  # the step's kernels, not their launch
     return time.perf_counter() - start
 
 
@@ -76,6 +78,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=0, help="frame size override (0: the config's)")
     parser.add_argument("--batch", type=int, default=0, help="batch size override (0: the config's)")
     parser.add_argument("--no-adam", action="store_true", help="skip the release's (slow) Adam fit")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (the compiled hit-time search is CPU-only)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -85,10 +88,15 @@ def main() -> None:
     }
     if not args.no_adam:
         models["cpab adam"] = build("cpab", args, {"model_params.cpab_params.fit": "adam"})
+    device = torch.device(args.device)
+    for model in models.values():
+        model.to(device)
+        # The optimizer was made before the move: Adam's state is created on first step, on
+        # the parameters' (now moved) device.
     batch, (h, w, c) = models["tpsmm"].batch_size, models["tpsmm"].frame_shape
     generator = torch.Generator().manual_seed(0)
-    source = torch.rand(batch, c, h, w, generator=generator)
-    driving = torch.rand(batch, c, h, w, generator=generator)
+    source = torch.rand(batch, c, h, w, generator=generator).to(device)
+    driving = torch.rand(batch, c, h, w, generator=generator).to(device)
     for model in models.values():  # warm-up: allocator, lazy caches
         step(model, source, driving)
 
@@ -99,7 +107,7 @@ def main() -> None:
         for name in order:
             times[name].append(sum(step(models[name], source, driving) for _ in range(args.steps)) / args.steps)
 
-    print(f"config {args.config}: batch {batch}, {h}x{w}, threads {args.threads}, {args.reps} interleaved "
+    print(f"config {args.config}: batch {batch}, {h}x{w}, device {device}, threads {args.threads}, {args.reps} interleaved "
           f"repetitions of {args.steps} steps")
     for name in names:
         print(f"{name:10s} median {statistics.median(times[name]):.3f} s/step "

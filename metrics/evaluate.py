@@ -33,12 +33,13 @@ from tqdm import tqdm
 from data_prep.io import atomic_path, write_text
 from data_prep.manifest import available_videos
 from data_prep.video import read_stacked_png, read_video
-from metrics.aggregate import skipped_frames
+from metrics.aggregate import METRICS, skipped_frames
 from metrics.gt_cache import GroundTruthCache
 from metrics.identity import aed
 from metrics.keypoints import keypoint_metrics
 from metrics.l1 import l1_per_frame
 from metrics.protocols import Protocol, build_backends, get_protocol
+from metrics.uncertainty import intervals
 
 
 @dataclass
@@ -232,8 +233,9 @@ def write_metrics(evaluation: Evaluation | pd.DataFrame, path: Path) -> None:
     """``metrics.csv`` (and ``metrics.json`` beside it when there is a record), atomically."""
     table = evaluation.table if isinstance(evaluation, Evaluation) else evaluation
     if isinstance(evaluation, Evaluation):
-        write_text(
-            Path(path).with_suffix(".json"), json.dumps(evaluation.record, indent=2, sort_keys=True)
-        )
+        # Each metric's frame-weighted mean with its 95 % interval over the test videos.
+        found = intervals(table, list(METRICS))
+        record = {**evaluation.record, "intervals": {m: i.as_dict() for m, i in found.items()}}
+        write_text(Path(path).with_suffix(".json"), json.dumps(record, indent=2, sort_keys=True))
     with atomic_path(path) as tmp:
         table.to_csv(tmp, index=False)

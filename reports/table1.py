@@ -15,6 +15,7 @@ from data_prep.io import write_text
 from metrics.aggregate import frame_weighted, measured_frames, per_video, skipped_frames
 from metrics.baseline import RUN_NAME as BASELINE_RUN
 from metrics.protocols import get_protocol
+from metrics.uncertainty import Interval, compare, intervals
 from reports import paper, provenance
 from reports.strips import comparison_strips
 from reports.usage import dataset_usage
@@ -37,6 +38,10 @@ class RunResult:
     record: dict[str, Any] = field(default_factory=dict)
     measured: dict[str, int] = field(default_factory=dict)
     skipped: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: metric -> 95 % bootstrap interval over the test videos (metrics.uncertainty)
+    intervals: dict[str, Interval] = field(default_factory=dict)
+    #: the per-frame table, for paired comparisons between runs
+    table: pd.DataFrame | None = field(default=None, repr=False)
 
 
 def load_run(results_dir: Path, dataset: str, run: str) -> RunResult:
@@ -57,6 +62,8 @@ def load_run(results_dir: Path, dataset: str, run: str) -> RunResult:
         record=record,
         measured=measured_frames(table),
         skipped=skipped_frames(table),
+        intervals=intervals(table, list(METRIC_KEYS.values())),
+        table=table,
     )
 
 
@@ -66,12 +73,31 @@ def fmt_metric(value: float | None, metric: str) -> str:
     return f"{value:.4f}" if metric in ("L1", "MKR") else f"{value:.3f}"
 
 
+def fmt_interval(found: Interval | None, metric: str) -> str:
+    if found is None or math.isnan(found.low):
+        return ""
+    return f"{fmt_metric(found.low, metric)}–{fmt_metric(found.high, metric)}"
+
+
+def best_beyond_noise(results: list[RunResult], dataset: str, metric: str) -> str | None:
+    """The run with the lowest ``metric`` on ``dataset`` when the runner-up is worse beyond the
+    paired interval of their difference; None when the two best are within noise."""
+    measured = [r for r in results if r.dataset == dataset and r.table is not None
+                and not math.isnan(r.frame_weighted.get(metric, math.nan))]
+    if len(measured) < 2:
+        return None
+    best, runner_up = sorted(measured, key=lambda r: r.frame_weighted[metric])[:2]
+    verdict = compare(best.table, runner_up.table, metric).verdict
+    return best.run if verdict == "worse" else None
+
+
 def build_rows(results: list[RunResult], datasets: list[str], runs: list[str]) -> list[dict[str, Any]]:
     """One row per method: ours where run, the paper's where reported; the no-motion baseline last of ours."""
     reference = paper.paper_table1()
     ours_runs = list(runs) + ([BASELINE_RUN] if any(r.run == BASELINE_RUN for r in results) else [])
     methods = ours_runs + [m for m in reference["method"].unique() if m not in {paper.paper_name(r) for r in runs}]
     ours = {(r.run, r.dataset): r for r in results}
+    best = {(d, m): best_beyond_noise(results, d, METRIC_KEYS[m]) for d in datasets for m in paper.METRICS}
     rows = []
     for method in methods:
         is_run = method in ours_runs
@@ -83,7 +109,10 @@ def build_rows(results: list[RunResult], datasets: list[str], runs: list[str]) -
                 result = ours.get((method, dataset))
                 mine = result.frame_weighted.get(METRIC_KEYS[metric]) if result else None
                 theirs = ref[metric].iloc[0] if len(ref) else ""
-                cells.append({"ours": fmt_metric(mine, metric), "paper": theirs or "—"})
+                found = result.intervals.get(METRIC_KEYS[metric]) if result else None
+                cells.append({"ours": fmt_metric(mine, metric), "interval": fmt_interval(found, metric),
+                              "best": is_run and best[(dataset, metric)] == method,
+                              "paper": theirs or "—"})
         rows.append({"method": method, "label": name or method, "is_run": is_run, "cells": cells})
     return rows
 

@@ -85,8 +85,12 @@ def test_table1_with_keypoint_and_identity_metrics_and_no_motion_row(tiny_datase
     }
     html = render_table1(config, tmp_path / "table1.html", REPO).read_text()
     assert "no motion (source frame copied)" in html
-    assert ">1.000<br>" in html and ">3.000<br>" in html  # AKD of both rows, skipped frame excluded
-    assert ">0.2500<br>" in html and ">0.500<br>" in html  # MKR, AED
+    # AKD of both rows, skipped frame excluded; FOMM's is lower on every video by the same 2.0,
+    # so it is the best beyond noise (bold), and constant metrics have zero-width intervals.
+    assert "<strong>1.000</strong><br>" in html and ">3.000<br>" in html
+    assert '<span class="ci">1.000–1.000</span>' in html
+    # MKR and AED equal in both rows: nobody is best beyond noise.
+    assert ">0.2500<br>" in html and ">0.500<br>" in html and "<strong>0.2500" not in html
     assert "AKD: 1 (no joint found in both frames)" in html
     assert sha[:16] in html and "error 0.80 px (target ≤ 2.0)" in html and "meets targets" in html
     assert "fomm, no-motion" in html  # both measured by the same evaluator weights

@@ -182,12 +182,17 @@ def cmd_report(args: argparse.Namespace) -> int:
     else:
         config, name = load_workflow_config([Path(args.config)], REPO), args.config
     if args.table == "regression":
+        from data_prep.io import write_text
         from reports.regression import render_regression, summary_line
 
         out, comparison = render_regression(config, Path(args.out), REPO, Path(args.root), config_name=name)
+        regressed = bool(comparison["regressed"].any())
         print(f"{summary_line(comparison)}; page written to {out}")
+        if args.verdict:
+            # For the workflow: the page is kept either way, and the verdict decides its exit.
+            write_text(Path(args.verdict), f"{'regressed' if regressed else 'passed'}: {summary_line(comparison)}; page {out}\n")
         # Non-zero exit when a metric regressed: CI and `snakemake reports/regression.html` fail.
-        return 1 if comparison["regressed"].any() else 0
+        return 1 if regressed else 0
     if args.table == "index":
         from reports.index import render_index
 
@@ -379,6 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=str(REPO / "workflow/config/default.yaml"), help="workflow config YAML")
     p.add_argument("--config-json", type=_json, default=None, help="the workflow config as JSON (Snakemake passes it)")
     p.add_argument("--config-name", default=None, help="config file names shown in the report")
+    p.add_argument("--verdict", default=None, help="regression: also write the verdict line to this file")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_report)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import subprocess
 from pathlib import Path
 
 import pandas as pd
@@ -130,3 +131,37 @@ def test_tolerance_config_is_schema_checked(tmp_path, capsys):
 
 # The Snakemake side (the committed tiny baseline passes; a worse baseline fails the command and
 # the page survives in the log) runs in tests/test_browser.py, on the same tiny DAG run.
+
+
+@pytest.mark.slow
+def test_a_regressed_workflow_fails_and_keeps_the_page_where_the_user_looks(tmp_path):
+    # A baseline no run can reach (L1 0): the check regresses. Snakemake deletes a failed job's
+    # outputs, so the job succeeds and the run as a whole exits non-zero.
+    from tests.test_workflow import SNAKEMAKE, _env
+
+    name = f"test-unreachable-{tmp_path.name}"
+    committed = REPO / "workflow/baselines" / f"{name}.csv"
+    pd.read_csv(REPO / "workflow/baselines/tiny.csv").assign(value=0.0).to_csv(committed, index=False)
+    tiny = yaml.safe_load((REPO / "workflow/config/tiny.yaml").read_text())
+    tiny["regression"]["baseline"] = name
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny))
+    run = tmp_path / "run"
+    run.mkdir()
+    command = [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "reports/regression.html", "--cores", "2",
+               "--configfile", str(config)]
+    try:
+        result = subprocess.run(command, cwd=run, env=_env(), capture_output=True, text=True, timeout=600)
+    finally:
+        committed.unlink()
+    assert result.returncode != 0, result.stdout + result.stderr
+    assert re.search(r"regression check failed: 1 of 1 metrics: fomm/synthetic l1 worse", result.stderr), result.stderr[-3000:]
+    page = run / "reports/regression.html"
+    assert page.is_file() and '<tr class="regressed">' in page.read_text()
+    assert (run / "logs/report/regression.verdict").read_text().startswith("regressed: ")
+    # The same results against a baseline they meet: exit 0, and the verdict says so.
+    tiny["regression"]["baseline"] = "tiny"
+    config.write_text(yaml.safe_dump(tiny))
+    result = subprocess.run(command, cwd=run, env=_env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (run / "logs/report/regression.verdict").read_text().startswith("passed: ")

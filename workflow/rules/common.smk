@@ -234,5 +234,19 @@ def regression_metrics():
     )
 
 
+#: The regression rule's verdict ("regressed: ..." or "passed: ..."), read by onsuccess.
+REGRESSION_VERDICT = "logs/report/regression.verdict"
+
+
+def regression_failure_since(started):
+    """The summary of a regression check that ran in this invocation and found a regression."""
+    path = Path(REGRESSION_VERDICT)
+    if path.is_file() and path.stat().st_mtime >= started:
+        verdict, _, summary = path.read_text().strip().partition(": ")
+        if verdict == "regressed":
+            return summary
+    return None
+
+
 def regression_baseline():
     return str(REPO / "workflow/baselines" / f"{(config.get('regression') or {}).get('baseline', 'default')}.csv")

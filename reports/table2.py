@@ -26,6 +26,7 @@ from reports.table1 import (
     METRIC_KEYS,
     RunResult,
     evaluator_rows,
+    fmt_interval,
     fmt_metric,
     load_run,
 )
@@ -147,6 +148,7 @@ def build_section(
         cells = [
             {
                 "ours": fmt_metric(result.frame_weighted.get(METRIC_KEYS[m]), m) if result else "",
+                "interval": fmt_interval(result.intervals.get(METRIC_KEYS[m]), m) if result else "",
                 "paper": theirs.get(m) or "—",
             }
             for m in paper.METRICS
@@ -165,7 +167,8 @@ def build_section(
         base = load_run(results_dir, dataset, BASELINE_RUN)
         results.append(base)
         cells = [
-            {"ours": fmt_metric(base.frame_weighted.get(METRIC_KEYS[m]), m), "paper": "—"}
+            {"ours": fmt_metric(base.frame_weighted.get(METRIC_KEYS[m]), m),
+             "interval": fmt_interval(base.intervals.get(METRIC_KEYS[m]), m), "paper": "—"}
             for m in paper.METRICS
         ]
         out_rows.append(

@@ -191,12 +191,12 @@ def test_table2_page_rows_numbers_and_not_run_reasons(tiny_dataset, tmp_path):
     ).read_text()
 
     local = _row(html, "+CPAB (local)")
-    assert (
-        '>0.0123<br><span class="paper">0.044</span>' in local
-        and '>1.750<br><span class="paper">5.10</span>' in local
-    )
+    # Ours, its interval over the test videos, then the paper's.
+    assert re.search(r'>0\.0123<br><span class="ci">[0-9.]+–[0-9.]+</span><br><span class="paper">0\.044</span>', local)
+    assert re.search(r'>1\.750<br><span class="ci">[0-9.]+–[0-9.]+</span><br><span class="paper">5\.10</span>', local)
     tpsmm = _row(html, "TPSMM")
-    assert '>0.0451<br><span class="paper">0.045</span>' in tpsmm and "4.57" in tpsmm
+    assert re.search(r'>0\.0451<br><span class="ci">[0-9.]+–[0-9.]+</span><br><span class="paper">0\.045</span>', tpsmm)
+    assert "4.57" in tpsmm
     # Not run: the reason with the file and command, the paper's numbers, and none of ours.
     sam = _row(html, "+CPAB+Global+L_KS")
     assert "not run: sam_vit_b_01ec64.pth missing — `animbench weights fetch sam_vit_b`" in sam
@@ -208,8 +208,9 @@ def test_table2_page_rows_numbers_and_not_run_reasons(tiny_dataset, tmp_path):
     release = _row(html, "full, release fit (adam, detached)")
     assert "not configured" in release and "—" in release  # no paper row for the release fit
     # TPSMM Table 4 beside its own paper numbers; the same run may fill rows of both tables.
-    assert '>0.0333<br><span class="paper">0.048</span>' in _row(html, "TPS")
-    assert '>0.0451<br><span class="paper">0.045</span>' in _row(html, "+L_warp")
+    assert '>0.0333<br><span class="ci">0.0333–0.0333</span><br><span class="paper">0.048</span>' in _row(html, "TPS")
+    assert re.search(r'>0\.0451<br><span class="ci">[0-9.]+–[0-9.]+</span><br><span class="paper">0\.045</span>',
+                     _row(html, "+L_warp"))
     assert "4.66" in _row(html, "+Dropout")
     # The no-motion row in both sections, the runs table (each run once), provenance.
     assert html.count("no motion (source frame copied)") == 2

@@ -4,8 +4,9 @@ DAG, every page in a real headless browser (slow).
 Runs workflow/config/tiny.yaml to reports/index.html and reports/regression.html (the committed
 tiny baseline must pass: what CI's regression check is), then opens every page in Debian's
 chromium (installed with apt-get when missing): no console or script errors, no resource that
-fails to load, every image decoded, a screenshot that is not blank. Finally a baseline that says
-FOMM was better makes `snakemake reports/regression.html` fail, with the page kept in the log.
+fails to load, every image decoded, a screenshot that is not blank, nothing wider than a
+1400-px window. Finally a baseline that says
+FOMM was better makes `snakemake reports/regression.html` fail, with the page kept in place.
 """
 
 from __future__ import annotations
@@ -45,10 +46,15 @@ window.addEventListener("load", () => {
   const broken = [...document.images].filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.getAttribute("src"));
   const out = document.createElement("pre");
   out.id = "animbench-check";
-  out.textContent = JSON.stringify({images: document.images.length, broken: broken, problems: window.__problems});
+  out.textContent = JSON.stringify({images: document.images.length, broken: broken, problems: window.__problems,
+                                    width: document.documentElement.scrollWidth});
   document.body.appendChild(out);
 });
 </script>"""
+
+
+#: The pages must fit a window this wide without scrolling sideways.
+WINDOW_WIDTH = 1400
 
 
 def _chromium() -> str:
@@ -66,7 +72,7 @@ def _chromium() -> str:
 def _open(chromium: str, page: Path, profile: Path, *mode: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0",
-         "--virtual-time-budget=5000", "--window-size=1280,1600", *mode, page.as_uri()],
+         "--virtual-time-budget=5000", f"--window-size={WINDOW_WIDTH},1600", *mode, page.as_uri()],
         capture_output=True, text=True, timeout=120,
     )
 
@@ -155,6 +161,7 @@ def test_tiny_run_pages_open_cleanly_and_regression_gates_the_run(tmp_path):
     for page in ("index.html", "table1.html", "regression.html"):
         check = check_page(chromium, reports / page, work)
         assert check["problems"] == [] and check["broken"] == [] and check["console"] == [], (page, check)
+        assert check["width"] <= WINDOW_WIDTH, (page, check)  # no table overflows the window
         # A blank page has ~0 dark pixels; the sparsest page here (text, one plot) ~1 %.
         assert check["ink"] > 0.003, (page, check)
         if page != "regression.html":
@@ -176,5 +183,5 @@ def test_tiny_run_pages_open_cleanly_and_regression_gates_the_run(tmp_path):
         (REPO / "workflow/baselines" / f"{name}.csv").unlink()
     assert result.returncode != 0
     assert "regression check failed" in result.stdout + result.stderr
-    kept = (run / "logs/report/regression.html").read_text()
+    kept = (reports / "regression.html").read_text()  # where the user looks
     assert "regression check failed" in kept and re.search(r'<tr class="regressed">', kept)

@@ -53,5 +53,6 @@ onsuccess:
 rule all:
     input:
         "reports/table1.html",
+        "reports/compare.html",
         "reports/index.html",
     default_target: True

@@ -175,8 +175,8 @@ def cmd_baseline(args: argparse.Namespace) -> None:
 def cmd_report(args: argparse.Namespace) -> int:
     from reports.table1 import render_table1
 
-    if args.table not in ("table1", "table2", "regression", "index"):
-        raise ValueError(f"unknown report {args.table!r}; available: table1, table2, regression, index")
+    if args.table not in ("table1", "table2", "regression", "index", "compare"):
+        raise ValueError(f"unknown report {args.table!r}; available: table1, table2, regression, index, compare")
     if args.config_json is not None:
         config, name = args.config_json, args.config_name or "config passed as JSON"
     else:
@@ -197,6 +197,11 @@ def cmd_report(args: argparse.Namespace) -> int:
         from reports.index import render_index
 
         print(f"report written to {render_index(config, Path(args.out), REPO, Path(args.root), config_name=name)}")
+        return 0
+    if args.table == "compare":
+        from reports.compare import render_compare
+
+        print(f"report written to {render_compare(config, Path(args.out), REPO, config_name=name)}")
         return 0
     if args.table == "table2":
         from reports.table2 import render_table2
@@ -379,7 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_baseline)
 
     p = sub.add_parser("report", help="render an HTML report")
-    p.add_argument("table", help="table1, table2 (ablations), regression (exits 1 when a metric regressed) or index")
+    p.add_argument("table", help="table1, table2 (ablations), compare (pairwise, beyond noise?), "
+                   "regression (exits 1 when a metric regressed) or index")
     p.add_argument("--root", default=".", help="regression, index: the folder the workflow ran in")
     p.add_argument("--config", default=str(REPO / "workflow/config/default.yaml"), help="workflow config YAML")
     p.add_argument("--config-json", type=_json, default=None, help="the workflow config as JSON (Snakemake passes it)")

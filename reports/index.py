@@ -26,6 +26,7 @@ from reports.curves import plot_training_curves
 PAGES = (
     ("table1.html", "Table 1: reconstruction on each dataset"),
     ("table2.html", "Table 2: animation and ablations"),
+    ("compare.html", "Comparisons: which differences between Table 1's runs are beyond noise"),
     ("regression.html", "Regression check against the committed baseline"),
 )
 _DEVICE_LINE = re.compile(r"\bdevice\b[\s:=]+\"?(cuda(?::\d+)?|cpu|mps)\b", re.IGNORECASE)

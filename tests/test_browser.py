@@ -151,14 +151,14 @@ def test_tiny_run_pages_open_cleanly_and_regression_gates_the_run(tmp_path):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     index = (reports / "index.html").read_text()
-    for page in ("table1.html", "regression.html"):
+    for page in ("table1.html", "compare.html", "regression.html"):
         assert f'href="{page}"' in index
     assert re.search(r'<img src="curves/synthetic/fomm.png"', index)
     assert re.search(r"<td class=\"name\">train</td><td class=\"name\">synthetic/fomm</td><td class=\"name\">cpu</td>", index), index
 
     work = tmp_path / "browser"
     work.mkdir()
-    for page in ("index.html", "table1.html", "regression.html"):
+    for page in ("index.html", "table1.html", "compare.html", "regression.html"):
         check = check_page(chromium, reports / page, work)
         assert check["problems"] == [] and check["broken"] == [] and check["console"] == [], (page, check)
         assert check["width"] <= WINDOW_WIDTH, (page, check)  # no table overflows the window

@@ -24,6 +24,30 @@ rule table1:
         + TO_LOG
 
 
+# Pairwise comparisons of Table 1's runs (and the no-motion row), with per-video pictures.
+rule compare:
+    input:
+        metrics=table1_metrics(),
+        baselines=expand(f"{RESULTS_DIR}/{{dataset}}/no-motion/metrics.csv", dataset=config["table1"]["datasets"]),
+        code=step_sources("reports.compare"),
+    output:
+        html="reports/compare.html",
+    params:
+        config=json.dumps(config),
+        config_name=", ".join(str(Path(f).name) for f in workflow.configfiles),
+    conda:
+        "../../environment.yml"
+    log:
+        "logs/report/compare.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+    shell:
+        ROTATE_LOG
+        + "animbench report compare --config-json {params.config:q} --config-name {params.config_name:q} --out {output.html}"
+        + TO_LOG
+
+
 # When a metric regressed the job still succeeds, so that Snakemake keeps the page where the user
 # looks (it deletes a failed job's outputs); the verdict goes to logs/report/regression.verdict,
 # and the Snakefile's onsuccess handler then ends the whole run with a non-zero exit status.
@@ -58,6 +82,7 @@ rule regression:
 rule index:
     input:
         table1="reports/table1.html",
+        compare="reports/compare.html",
         runs=expand(
             f"{RESULTS_DIR}/{{dataset}}/{{run}}/run.json",
             dataset=config["table1"]["datasets"],

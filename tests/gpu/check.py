@@ -263,7 +263,7 @@ def step_train_step(dry: bool, work: Path) -> dict[str, Any]:
                                 else torch.autocast(device.type, enabled=False))
                     with autocast:
                         terms, _ = side.model(*batches[0])
-                    losses[label] = {k: float(v) for k, v in terms.items()}
+                    losses[label] = {k: float(v.detach()) for k, v in terms.items()}
                     side.model.zero_grad(set_to_none=True)
                 for side in sides.values():
                     side.step(*batches[0])  # warm-up
@@ -276,15 +276,18 @@ def step_train_step(dry: bool, work: Path) -> dict[str, Any]:
                         rates[label].append(rate)
                         if peak is not None:
                             peaks[label].append(peak)
-                for label in sides:
+                for label, side in sides.items():
                     total = sum(losses[label].values())
                     reference = sum(losses["fp32"].values())
                     gap = abs(total - reference) / max(abs(reference), 1e-12)
                     finite = all(torch.isfinite(torch.tensor(v)) for v in losses[label].values())
+                    # ... and the weights after every step this side took (warm-up and timed).
+                    finite &= all(bool(torch.isfinite(p).all()) for p in side.model.parameters())
                     good = finite and gap <= AMP_TOLERANCE
                     ok &= good
                     if not good:
-                        notes.append(f"{method}/{name} {label}: loss {total:.5g} vs fp32 {reference:.5g}")
+                        notes.append(f"{method}/{name} {label}: loss {total:.5g} vs fp32 {reference:.5g}, "
+                                     f"weights {'finite' if finite else 'NOT finite'}")
                     rows.append({"method": method, "config": f"{name} {height}x{width} b{overrides['train_params.batch_size']}",
                                  "precision": label, "steps/s": statistics.median(rates[label]),
                                  "peak MiB": statistics.median(peaks[label]) if peaks[label] else "n/a",

@@ -172,11 +172,13 @@ def cmd_baseline(args: argparse.Namespace) -> None:
     print(f"no-motion baseline indexed in {no_motion_reconstruction(Path(args.dataset), Path(args.out), progress=not args.no_progress)}")
 
 
-def cmd_report(args: argparse.Namespace) -> int:
-    from reports.table1 import render_table1
+#: The pages `animbench report` renders.
+REPORTS = ("table1", "table2", "compare", "regression", "index")
 
-    if args.table not in ("table1", "table2", "regression", "index", "compare"):
-        raise ValueError(f"unknown report {args.table!r}; available: table1, table2, regression, index, compare")
+
+def cmd_report(args: argparse.Namespace) -> int:
+    if args.table not in REPORTS:
+        raise ValueError(f"unknown report {args.table!r}; available: {', '.join(REPORTS)}")
     if args.config_json is not None:
         config, name = args.config_json, args.config_name or "config passed as JSON"
     else:
@@ -196,20 +198,21 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.table == "index":
         from reports.index import render_index
 
-        print(f"report written to {render_index(config, Path(args.out), REPO, Path(args.root), config_name=name)}")
-        return 0
-    if args.table == "compare":
+        out = render_index(config, Path(args.out), REPO, Path(args.root), config_name=name)
+    elif args.table == "compare":
         from reports.compare import render_compare
 
-        print(f"report written to {render_compare(config, Path(args.out), REPO, config_name=name)}")
-        return 0
-    if args.table == "table2":
+        out = render_compare(config, Path(args.out), REPO, config_name=name)
+    elif args.table == "table2":
         from reports.table2 import render_table2
 
-        print(f"report written to {render_table2(config, Path(args.out), REPO, config_name=name)}")
-        return 0
-    out = render_table1(config, Path(args.out), REPO, config_name=name)
+        out = render_table2(config, Path(args.out), REPO, config_name=name)
+    else:
+        from reports.table1 import render_table1
+
+        out = render_table1(config, Path(args.out), REPO, config_name=name)
     print(f"report written to {out}")
+    return 0
 
 
 def cmd_dataset(args: argparse.Namespace) -> None:

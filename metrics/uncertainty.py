@@ -53,6 +53,11 @@ class Comparison:
     #: "better", "worse" (for ``b``, lower being better) or "within noise".
     verdict: str
 
+    def swapped(self) -> Comparison:
+        """``a - b``: the same paired resamples, so the same numbers negated."""
+        verdict = {"better": "worse", "worse": "better"}.get(self.verdict, self.verdict)
+        return Comparison(-self.difference, -self.high, -self.low, self.videos, self.wilcoxon_p, verdict)
+
 
 def video_sums(table: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Per video: the sum of the metric over its measured frames and how many there are."""

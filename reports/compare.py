@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import io
-import math
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from data_prep.io import write_text
 from metrics.baseline import RUN_NAME as BASELINE_RUN
-from metrics.uncertainty import compare, interval, video_sums
+from metrics.uncertainty import Comparison, compare, interval, video_sums
 from reports import provenance
 from reports.table1 import METRIC_KEYS, fmt_metric
 
@@ -57,18 +56,23 @@ def _strip_plot(tables: dict[str, pd.DataFrame], metric: str, label: str) -> str
 
 
 def comparison_matrix(tables: dict[str, pd.DataFrame], metric: str, label: str) -> list[dict[str, Any]]:
-    """Rows of the matrix: for row run ``a`` and column run ``b``, ``b - a`` and its verdict."""
+    """Rows of the matrix: for row run ``a`` and column run ``b``, ``b - a`` and its verdict.
+
+    Each pair is bootstrapped once; its mirror cell is the same comparison swapped."""
+    runs = list(tables)
+    found: dict[tuple[str, str], Comparison] = {}
+    for i, a in enumerate(runs):
+        for b in runs[i + 1:]:
+            found[a, b] = compare(tables[a], tables[b], metric)
+            found[b, a] = found[a, b].swapped()
     rows = []
-    for a, table_a in tables.items():
+    for a in runs:
         cells = []
-        for b, table_b in tables.items():
+        for b in runs:
             if a == b:
                 cells.append({"text": "—", "verdict": "self"})
                 continue
-            result = compare(table_a, table_b, metric)
-            if math.isnan(result.difference):
-                cells.append({"text": "—", "verdict": "self"})
-                continue
+            result = found[a, b]
             cells.append({
                 "text": f"{result.difference:+.4g}",
                 "interval": f"{fmt_metric(result.low, label)} … {fmt_metric(result.high, label)}",
@@ -93,7 +97,7 @@ def render_compare(config: dict[str, Any], out: Path, repo: Path, config_name: s
             if not all(key in t.columns and t[key].notna().any() for t in tables.values()):
                 continue
             metrics.append({"label": label, "runs": list(tables),
-                            "matrix": comparison_matrix({r: t for r, t in tables.items()}, key, label),
+                            "matrix": comparison_matrix(tables, key, label),
                             "plot": _strip_plot(tables, key, label)})
         videos = sorted(set.intersection(*(set(t["video"]) for t in tables.values())))
         sections.append({"dataset": dataset, "videos": len(videos), "metrics": metrics})

@@ -86,3 +86,13 @@ def test_metrics_json_carries_each_metrics_interval(tmp_path):
     found = record["intervals"]["l1"]
     assert found == interval(table, "l1").as_dict()
     assert found["low"] < found["estimate"] < found["high"] and found["videos"] == 12
+
+
+def test_a_swapped_comparison_is_the_reverse_comparison():
+    a, b = _noisy(7), _noisy(7)
+    b["l1"] = b["l1"] + np.random.default_rng(8).normal(0.004, 0.01, len(b))
+    forward, backward = compare(a, b, "l1"), compare(b, a, "l1")
+    mirrored = forward.swapped()
+    assert mirrored.verdict == backward.verdict and mirrored.videos == backward.videos
+    for field in ("difference", "low", "high", "wilcoxon_p"):
+        assert getattr(mirrored, field) == pytest.approx(getattr(backward, field), rel=1e-9, abs=1e-15), field

@@ -1,6 +1,6 @@
 """Data-parallel training across processes (``torchrun``), one process per GPU.
 
-``torchrun --nproc-per-node N -m animbench.cli train ...`` starts N copies of the trainer; each
+``torchrun --nproc-per-node N -m animbench train ...`` starts N copies of the trainer; each
 reads ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` from the environment, joins the process group
 (NCCL on GPUs, gloo on CPUs) and trains a :class:`~torch.nn.parallel.DistributedDataParallel`
 copy of the model on its share of every global batch. Without those variables nothing here

@@ -305,6 +305,11 @@ class RunControl:
     #: Stop after this many optimizer steps in this call, saving the state mid-epoch; for tests.
     stop_after_steps: int | None = None
 
+    @classmethod
+    def of(cls, options: Any) -> RunControl:
+        """The run control fields of a method's or an AVD run's options."""
+        return cls(options.seed, options.progress, options.stop_after_epochs, options.stop_after_steps)
+
 
 @dataclass(frozen=True)
 class TrainingTask:
@@ -344,9 +349,8 @@ def train(config: dict[str, Any], options: TrainOptions) -> Path:
     """
     ctx = distributed.context_from_env()
     device = resolve_device(options.device)
-    control = RunControl(options.seed, options.progress, options.stop_after_epochs, options.stop_after_steps)
     with distributed.process_group(device, ctx):
-        return run_task(_method_task(config, options, ctx, device), control, ctx, device)
+        return run_task(_method_task(config, options, ctx, device), RunControl.of(options), ctx, device)
 
 
 def run_task(task: TrainingTask, control: RunControl, ctx: distributed.Context, device: torch.device) -> Path:

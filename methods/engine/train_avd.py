@@ -233,9 +233,8 @@ def train_avd(options: AVDOptions) -> Path:
     options.out.parent.mkdir(parents=True, exist_ok=True)
     ctx = distributed.context_from_env()
     device = resolve_device(options.device)  # "auto", "cpu", "cuda", "cuda:N"
-    control = RunControl(options.seed, options.progress, options.stop_after_epochs, options.stop_after_steps)
     with distributed.process_group(device, ctx):
-        return run_task(_avd_task(payload, config, params, options, device), control, ctx, device)
+        return run_task(_avd_task(payload, config, params, options, device), RunControl.of(options), ctx, device)
 
 
 def _avd_task(payload: dict[str, Any], config: dict[str, Any], params: dict[str, Any],

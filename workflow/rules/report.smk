@@ -72,7 +72,7 @@ rule regression:
     resources:
         mem_mb=2000,
     shell:
-        "status=0; rm -f {log.verdict}; animbench report regression --config-json {params.config:q} "
+        "status=0; animbench report regression --config-json {params.config:q} "
         "--config-name {params.config_name:q} --verdict {log.verdict} --out {output.html} "
         "> {log.text} 2>&1 || status=$?; cat {log.text}; "
         "if [ $status -ne 0 ] && [ -e {output.html} ] && grep -q '^regressed' {log.verdict}; then status=0; fi; "

@@ -80,6 +80,14 @@ def check_workflow_config(config: dict[str, Any], source: str, repo: Path) -> di
     for name, dataset in config["datasets"].items():
         _known("dataset builder", dataset["builder"], builders, f"{source}: datasets.{name}.builder")
         _known("protocol", dataset["protocol"], protocols, f"{source}: datasets.{name}.protocol")
+    from reports.seeds import collisions
+
+    clash = collisions(config)
+    if clash:
+        raise WorkflowConfigError(
+            f"{source}: run {clash[0]!r} is also the name of a seed of another run (its results "
+            "folder would be shared); rename it"
+        )
     return config
 
 

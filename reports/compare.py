@@ -21,6 +21,7 @@ from data_prep.io import write_text
 from metrics.baseline import RUN_NAME as BASELINE_RUN
 from metrics.uncertainty import Comparison, compare, interval, video_sums
 from reports import provenance
+from reports.seeds import members
 from reports.table1 import METRIC_KEYS, fmt_metric
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -91,7 +92,12 @@ def render_compare(config: dict[str, Any], out: Path, repo: Path, config_name: s
         runs = list(config["table1"]["runs"])
         if (results_dir / dataset / BASELINE_RUN / "metrics.csv").is_file():
             runs.append(BASELINE_RUN)
-        tables = {run: pd.read_csv(results_dir / dataset / run / "metrics.csv") for run in runs}
+        # A run with several seeds compares with every seed's frames pooled (as Table 1 shows it).
+        tables = {
+            run: pd.concat([pd.read_csv(results_dir / dataset / m / "metrics.csv") for m in members(config, run)],
+                           ignore_index=True)
+            for run in runs
+        }
         metrics = []
         for label, key in METRIC_KEYS.items():
             if not all(key in t.columns and t[key].notna().any() for t in tables.values()):

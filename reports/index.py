@@ -21,6 +21,7 @@ import pandas as pd
 from data_prep.io import atomic_path
 from reports import provenance
 from reports.curves import plot_training_curves
+from reports.seeds import members
 
 #: Reports the index links when they exist, in this order: (file name, title).
 PAGES = (
@@ -91,12 +92,12 @@ def render_index(config: dict[str, Any], out: Path, repo: Path, root: Path, conf
     reports_dir = out.parent
     runs = []
     for dataset in config["table1"]["datasets"]:
-        for run in config["table1"]["runs"]:
-            run_dir = root / config["paths"]["results"] / dataset / run
-            entry: dict[str, Any] = {"dataset": dataset, "run": run, "method": config["runs"][run]["method"]}
+        for run, trained in ((r, m) for r in config["table1"]["runs"] for m in members(config, r)):
+            run_dir = root / config["paths"]["results"] / dataset / trained
+            entry: dict[str, Any] = {"dataset": dataset, "run": trained, "method": config["runs"][run]["method"]}
             log = run_dir / "train_log.csv"
             if log.is_file():
-                png = plot_training_curves(log, curve_path(reports_dir, dataset, run), title=f"{run} on {dataset}")
+                png = plot_training_curves(log, curve_path(reports_dir, dataset, trained), title=f"{trained} on {dataset}")
                 entry["curve"] = os.path.relpath(png, reports_dir)
                 info = run_dir / "run.json"
                 entry["info"] = json.loads(info.read_text()) if info.is_file() else {}

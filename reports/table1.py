@@ -17,6 +17,7 @@ from metrics.baseline import RUN_NAME as BASELINE_RUN
 from metrics.protocols import get_protocol
 from metrics.uncertainty import Interval, compare, intervals
 from reports import paper, provenance
+from reports.seeds import member_seeds, members
 from reports.strips import comparison_strips
 from reports.usage import dataset_usage
 
@@ -40,17 +41,35 @@ class RunResult:
     skipped: dict[str, dict[str, int]] = field(default_factory=dict)
     #: metric -> 95 % bootstrap interval over the test videos (metrics.uncertainty)
     intervals: dict[str, Interval] = field(default_factory=dict)
-    #: the per-frame table, for paired comparisons between runs
+    #: the per-frame table, for paired comparisons between runs (every seed's frames)
     table: pd.DataFrame | None = field(default=None, repr=False)
+    #: a run with several seeds: seed -> (trained run, its frame-weighted means)
+    seeds: dict[int, tuple[str, dict[str, float]]] = field(default_factory=dict)
+    #: metric -> standard deviation of the frame-weighted means over seeds (only with >= 2 seeds)
+    seed_spread: dict[str, float] = field(default_factory=dict)
 
 
-def load_run(results_dir: Path, dataset: str, run: str) -> RunResult:
-    run_dir = results_dir / dataset / run
-    table = pd.read_csv(run_dir / "metrics.csv")
+def load_run(results_dir: Path, dataset: str, run: str, trained: dict[str, int] | None = None) -> RunResult:
+    """A run's results; ``trained`` (trained run -> seed, :func:`reports.seeds.member_seeds`)
+    pools several seeds: their frames together, so that the frame-weighted mean is the mean over
+    seeds and the interval resamples videos with every seed's frames of a video kept together."""
+    trained = trained or {run: None}
+    tables, per_seed = [], {}
+    for member, seed in trained.items():
+        part = pd.read_csv(results_dir / dataset / member / "metrics.csv")
+        tables.append(part)
+        per_seed[seed] = (member, frame_weighted(part))
+    table = pd.concat(tables, ignore_index=True) if len(tables) > 1 else tables[0]
+    run_dir = results_dir / dataset / next(iter(trained))
     info_path = run_dir / "run.json"
     info = json.loads(info_path.read_text()) if info_path.exists() else {}
     record_path = run_dir / "metrics.json"
     record = json.loads(record_path.read_text()) if record_path.exists() else {}
+    spread = {}
+    if len(per_seed) > 1:
+        for metric in METRIC_KEYS.values():
+            values = pd.Series([means.get(metric, math.nan) for _, means in per_seed.values()], dtype=float)
+            spread[metric] = float(values.std(ddof=1))
     return RunResult(
         dataset=dataset,
         run=run,
@@ -64,6 +83,8 @@ def load_run(results_dir: Path, dataset: str, run: str) -> RunResult:
         skipped=skipped_frames(table),
         intervals=intervals(table, list(METRIC_KEYS.values())),
         table=table,
+        seeds=per_seed if len(per_seed) > 1 else {},
+        seed_spread=spread,
     )
 
 
@@ -110,10 +131,37 @@ def build_rows(results: list[RunResult], datasets: list[str], runs: list[str]) -
                 mine = result.frame_weighted.get(METRIC_KEYS[metric]) if result else None
                 theirs = ref[metric].iloc[0] if len(ref) else ""
                 found = result.intervals.get(METRIC_KEYS[metric]) if result else None
+                spread = result.seed_spread.get(METRIC_KEYS[metric]) if result else None
                 cells.append({"ours": fmt_metric(mine, metric), "interval": fmt_interval(found, metric),
+                              "spread": fmt_spread(spread, metric),
                               "best": is_run and best[(dataset, metric)] == method,
                               "paper": theirs or "—"})
-        rows.append({"method": method, "label": name or method, "is_run": is_run, "cells": cells})
+        seeds = sorted({seed for (run, _), r in ours.items() if run == method for seed in r.seeds})
+        rows.append({"method": method, "label": name or method, "is_run": is_run, "cells": cells, "seeds": seeds})
+    return rows
+
+
+def fmt_spread(value: float | None, metric: str) -> str:
+    """``± sd`` of a run's seeds ("" for one seed)."""
+    if value is None or math.isnan(value):
+        return ""
+    return f"± {fmt_metric(value, metric)}"
+
+
+def seed_rows(results: list[RunResult], datasets: list[str]) -> list[dict[str, Any]]:
+    """Per run with several seeds, one row per seed: its frame-weighted means on each dataset."""
+    rows = []
+    runs = list(dict.fromkeys(r.run for r in results if r.seeds))
+    for run in runs:
+        by_dataset = {r.dataset: r for r in results if r.run == run}
+        seeds = sorted({seed for r in by_dataset.values() for seed in r.seeds})
+        for seed in seeds:
+            cells = []
+            for dataset in datasets:
+                found = by_dataset.get(dataset)
+                trained, means = found.seeds.get(seed, ("", {})) if found else ("", {})
+                cells += [fmt_metric(means.get(METRIC_KEYS[m]), m) if found else "" for m in paper.METRICS]
+            rows.append({"run": run, "seed": seed, "trained": trained, "cells": cells})
     return rows
 
 
@@ -142,7 +190,7 @@ def render_table1(config: dict[str, Any], out: Path, repo: Path, config_name: st
     datasets_dir, results_dir = Path(paths["datasets"]), Path(paths["results"])
     table = config["table1"]
     run_datasets, runs = table["datasets"], table["runs"]
-    results = [load_run(results_dir, d, r) for d in run_datasets for r in runs]
+    results = [load_run(results_dir, d, r, member_seeds(config, r)) for d in run_datasets for r in runs]
     # The no-motion row is shown wherever its metrics exist (the DAG always makes them).
     results += [load_run(results_dir, d, BASELINE_RUN) for d in run_datasets if (results_dir / d / BASELINE_RUN / "metrics.csv").exists()]
     reference = paper.paper_table1()
@@ -151,11 +199,13 @@ def render_table1(config: dict[str, Any], out: Path, repo: Path, config_name: st
     usage = {d: dataset_usage(datasets_dir / d) for d in run_datasets}
     pictures = []
     for dataset in run_datasets:
-        index = pd.read_csv(results_dir / dataset / runs[0] / "reconstruction" / "index.csv")
+        # A run with seeds is pictured by its first seed's reconstruction.
+        shown = {r: members(config, r)[0] for r in runs}
+        index = pd.read_csv(results_dir / dataset / shown[runs[0]] / "reconstruction" / "index.csv")
         video = str(index["video"].iloc[0])
         truth, strips, frames = comparison_strips(
             datasets_dir / dataset / "test" / video,
-            {r: results_dir / dataset / r / "reconstruction" / f"{video}.png" for r in runs},
+            {r: results_dir / dataset / shown[r] / "reconstruction" / f"{video}.png" for r in runs},
         )
         pictures.append({"dataset": dataset, "video": video, "frames": frames, "truth": truth, "runs": strips})
 
@@ -167,6 +217,7 @@ def render_table1(config: dict[str, Any], out: Path, repo: Path, config_name: st
         run_datasets=run_datasets,
         metrics=paper.METRICS,
         rows=build_rows(results, datasets, runs),
+        seed_rows=seed_rows(results, run_datasets),
         results=results,
         usage=usage,
         pictures=pictures,

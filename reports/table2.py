@@ -21,6 +21,7 @@ from methods.engine.required_weights import run_missing_weights
 from metrics.baseline import RUN_NAME as BASELINE_RUN
 from metrics.protocols import get_protocol
 from reports import paper, provenance
+from reports.seeds import member_seeds
 from reports.table1 import (
     BASELINE_LABEL,
     METRIC_KEYS,
@@ -115,13 +116,15 @@ def _status(
     config: dict[str, Any], run: str, dataset: str, results_dir: Path, repo: Path
 ) -> tuple[RunResult | None, str]:
     """(result, "") for a measured run; (None, why not) for a run not trained for lack of weights."""
-    if (results_dir / dataset / run / "metrics.csv").is_file():
-        return load_run(results_dir, dataset, run), ""
+    trained = member_seeds(config, run)
+    absent = [results_dir / dataset / m / "metrics.csv" for m in trained if not (results_dir / dataset / m / "metrics.csv").is_file()]
+    if not absent:
+        return load_run(results_dir, dataset, run, trained), ""
     missing = run_missing_weights(config, run, dataset, repo)
     if missing:
         return None, "not run: " + "; ".join(m.reason() for m in missing)
     raise FileNotFoundError(
-        f"{results_dir / dataset / run / 'metrics.csv'} is missing although run {run!r} has all its weights; "
+        f"{absent[0]} is missing although run {run!r} has all its weights; "
         "run `snakemake reports/table2.html` (it trains, reconstructs and evaluates the run first)"
     )
 

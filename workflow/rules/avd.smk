@@ -15,7 +15,7 @@ rule train_avd:
         checkpoint=f"{RESULTS_DIR}/{{dataset}}/{{run}}/checkpoint_avd.pt",
     params:
         overrides=lambda wildcards: json.dumps(config.get("avd_params", {})),
-        seed=config["seed"],
+        seed=run_seed,
         dataset=lambda wildcards, input: str(Path(input.manifest).parent),
         device=device,
     conda:
@@ -40,5 +40,5 @@ rule avd_all:
         expand(
             f"{RESULTS_DIR}/{{dataset}}/{{run}}/checkpoint_avd.pt",
             dataset=config["table1"]["datasets"],
-            run=config["table1"]["runs"],
+            run=trained_runs(config["table1"]["runs"]),
         ),

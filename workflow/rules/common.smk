@@ -6,6 +6,8 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
+from reports import seeds as run_seeds
+
 REPO = Path(workflow.basedir)
 DATASETS_DIR = config["paths"]["datasets"]
 RESULTS_DIR = config["paths"]["results"]
@@ -43,8 +45,30 @@ def _check_references():
 _check_references()
 
 
+def _trained(wildcards):
+    """(config run, seed) of a trained run's name: `fomm`, or `fomm-seed2` of a run with seeds."""
+    found = run_seeds.resolve(config, wildcards.run)
+    if found is None:
+        # Not a trained run: the same one-line error as any undefined name.
+        _defined("runs", wildcards.run, f"target {RESULTS_DIR}/{wildcards.dataset}/{wildcards.run}/")
+        raise UndefinedInConfig(
+            f"run {wildcards.run!r} lists seeds: its trainings are "
+            f"{', '.join(run_seeds.members(config, wildcards.run))}; target one of those"
+        )
+    return found
+
+
 def run_entry(wildcards):
-    return _defined("runs", wildcards.run, f"target {RESULTS_DIR}/{wildcards.dataset}/{wildcards.run}/")
+    return config["runs"][_trained(wildcards)[0]]
+
+
+def run_seed(wildcards):
+    return _trained(wildcards)[1]
+
+
+def trained_runs(runs):
+    """Every trained run (one per seed) of the config runs `runs`."""
+    return run_seeds.expand(config, runs)
 
 
 def dataset_entry(wildcards):
@@ -221,7 +245,7 @@ def table1_metrics():
     return expand(
         f"{RESULTS_DIR}/{{dataset}}/{{run}}/metrics.csv",
         dataset=config["table1"]["datasets"],
-        run=config["table1"]["runs"],
+        run=trained_runs(config["table1"]["runs"]),
     )
 
 
@@ -230,7 +254,7 @@ def regression_metrics():
     return expand(
         f"{RESULTS_DIR}/{{dataset}}/{{run}}/metrics.csv",
         dataset=section.get("datasets", config["table1"]["datasets"]),
-        run=section.get("runs", config["table1"]["runs"]),
+        run=trained_runs(section.get("runs", config["table1"]["runs"])),
     )
 
 

@@ -86,7 +86,7 @@ rule index:
         runs=expand(
             f"{RESULTS_DIR}/{{dataset}}/{{run}}/run.json",
             dataset=config["table1"]["datasets"],
-            run=config["table1"]["runs"],
+            run=trained_runs(config["table1"]["runs"]),
         ),
         code=step_sources("reports.index"),
     output:
@@ -94,7 +94,7 @@ rule index:
         curves=expand(
             "reports/curves/{dataset}/{run}.png",
             dataset=config["table1"]["datasets"],
-            run=config["table1"]["runs"],
+            run=trained_runs(config["table1"]["runs"]),
         ),
     params:
         config=json.dumps(config),

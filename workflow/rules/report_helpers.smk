@@ -35,7 +35,7 @@ def table2_metrics(wildcards):
         runs = runs_to_train(config, REPO)
     except FileNotFoundError as err:
         raise UndefinedInConfig(f"table2: {err}; set 'runs.<run>.config' in the workflow config or add the file") from err
-    return [f"{RESULTS_DIR}/{dataset}/{run}/metrics.csv" for run in runs]
+    return [f"{RESULTS_DIR}/{dataset}/{run}/metrics.csv" for run in trained_runs(runs)]
 
 
 def table2_baseline(wildcards):

@@ -9,7 +9,7 @@ rule train:
         info=f"{RESULTS_DIR}/{{dataset}}/{{run}}/run.json",
     params:
         overrides=run_overrides,
-        seed=config["seed"],
+        seed=run_seed,
         weights=config["paths"]["weights"],
         dataset=lambda wildcards, input: str(Path(input.manifest).parent),
         out=lambda wildcards, output: str(Path(output.checkpoint).parent),

@@ -163,7 +163,9 @@ def cmd_baseline(args: argparse.Namespace) -> None:
         config = load_workflow_config([Path(p) for p in args.config], REPO)
         out = Path(args.out) if args.out else baseline_path(config, REPO)
         table = collect(config, Path(args.root))
-        print(f"baseline of {len(table)} metric means written to {_display_path(str(write_baseline(table, out)))}")
+        checked = table[["dataset", "run", "metric"]].drop_duplicates()
+        print(f"baseline of {len(checked)} metrics ({len(table)} per-video values) written to "
+              f"{_display_path(str(write_baseline(table, out)))}")
         return
     if not (args.dataset and args.out):
         raise ValueError("baseline no-motion needs --dataset and --out")
@@ -375,7 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "baseline",
         help="no-motion: write the no-motion reconstruction (frame 0 everywhere); "
-        "update: store this run's metric means as the regression baseline",
+        "update: store this run's per-video metric values as the regression baseline",
     )
     p.add_argument("kind", choices=["no-motion", "update"])
     p.add_argument("--dataset", default=None, help="no-motion: prepared dataset")

@@ -105,10 +105,19 @@ def compare(a: pd.DataFrame, b: pd.DataFrame, metric: str, min_effect: float = 0
     ``b`` is "worse" when the whole interval of ``b - a`` lies above 0 and the difference
     exceeds ``min_effect``; "better" symmetrically; otherwise "within noise".
     """
-    left, right = video_sums(a, metric), video_sums(b, metric)
+    try:
+        return compare_sums(video_sums(a, metric), video_sums(b, metric), min_effect, seed, confidence)
+    except ValueError as err:
+        raise ValueError(f"{metric}: {err}") from None
+
+
+def compare_sums(left: pd.DataFrame, right: pd.DataFrame, min_effect: float = 0.0,
+                 seed: int = SEED, confidence: float = CONFIDENCE) -> Comparison:
+    """:func:`compare` on per-video sums and counts (:func:`video_sums`'s ``sum``/``count``
+    columns, indexed by video): what a stored baseline keeps instead of every frame."""
     videos = left.index.intersection(right.index)
     if len(videos) == 0:
-        raise ValueError(f"{metric}: the two runs share no measured test video; they cannot be compared")
+        raise ValueError("the two runs share no measured test video; they cannot be compared")
     sa, na = left.loc[videos, "sum"].to_numpy(float), left.loc[videos, "count"].to_numpy(float)
     sb, nb = right.loc[videos, "sum"].to_numpy(float), right.loc[videos, "count"].to_numpy(float)
     difference = float(_ratio(sb, nb) - _ratio(sa, na))

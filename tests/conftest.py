@@ -9,6 +9,17 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+TINY_CONFIG = REPO / "workflow/config/tiny.yaml"
+
+
+def tiny_fomm_one_seed(path: Path) -> Path:
+    """An override of workflow/config/tiny.yaml down to FOMM trained with seed 0 only: the DAG
+    and pages of the tiny config in a minute, for tests about the workflow rather than the
+    numbers (its regression check compares with the 3-seed baseline's FOMM rows)."""
+    import yaml
+
+    path.write_text(yaml.safe_dump({"runs": {"fomm": {"seeds": [0]}}, "table1": {"runs": ["fomm"]}}))
+    return path
 
 #: A synthetic dataset small enough for unit tests (seconds to generate, ~1 s to train on).
 TINY_DATASET = {

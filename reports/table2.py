@@ -29,6 +29,7 @@ from reports.table1 import (
     evaluator_rows,
     fmt_interval,
     fmt_metric,
+    fmt_spread,
     load_run,
 )
 from reports.usage import dataset_usage
@@ -152,6 +153,7 @@ def build_section(
             {
                 "ours": fmt_metric(result.frame_weighted.get(METRIC_KEYS[m]), m) if result else "",
                 "interval": fmt_interval(result.intervals.get(METRIC_KEYS[m]), m) if result else "",
+                "spread": fmt_spread(result.seed_spread.get(METRIC_KEYS[m]), m) if result else "",
                 "paper": theirs.get(m) or "—",
             }
             for m in paper.METRICS

@@ -16,6 +16,7 @@ from reports.compare import render_compare
 from reports.regression import collect, compare
 from reports.seeds import collisions, expand, member_seeds, members, resolve
 from reports.table1 import render_table1
+from reports.table2 import render_table2
 from tests.conftest import REPO
 
 CONFIG = {"seed": 7, "runs": {"fomm": {"method": "fomm", "seeds": [0, 2]}, "mraa": {"method": "mraa"}}}
@@ -112,3 +113,23 @@ def test_table1_shows_the_mean_over_seeds_their_spread_and_each_seed(tiny_datase
     table = collect(config, tmp_path)
     assert set(table["seed"]) == {0, 1} and set(table[table["run"] == "mraa"]["seed"]) == {0}
     assert set(compare(table, table, {})["direction"]) == {"identical"}
+
+
+def test_table2_rows_of_a_run_with_seeds_show_the_mean_and_the_spread(tiny_dataset, tmp_path):
+    from tests.test_table2 import _fixture_metrics, _row, _setup
+
+    config, repo = _setup(tmp_path, tiny_dataset)
+    results = tmp_path / "results" / "synthetic"
+    videos = available_videos(tiny_dataset, "test")
+    config["runs"]["local"]["seeds"] = [4, 5]
+    _fixture_metrics(results / "local-seed4", videos, 0.0100, 1.5)
+    _fixture_metrics(results / "local-seed5", videos, 0.0140, 2.0)
+    html = render_table2(config, tmp_path / "table2.html", repo).read_text()
+    local = _row(html, "+CPAB (local)")
+    # Mean 0.0120 of the two seeds, their standard deviation 0.0028; AKD 1.750 +- 0.354.
+    assert re.search(r'>0\.0120 <span class="ci">± 0\.0028</span><br><span class="ci">', local), local
+    assert "1.750 <span class=\"ci\">± 0.354</span>" in local
+    # A seed missing its metrics (weights present) is an error naming that seed's file.
+    (results / "local-seed5" / "metrics.csv").unlink()
+    with pytest.raises(FileNotFoundError, match=r"local-seed5/metrics.csv is missing"):
+        render_table2(config, tmp_path / "table2.html", repo)

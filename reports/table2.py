@@ -31,6 +31,7 @@ from reports.table1 import (
     fmt_metric,
     fmt_spread,
     load_run,
+    seed_rows,
 )
 from reports.usage import dataset_usage
 
@@ -165,6 +166,7 @@ def build_section(
                 "is_run": result is not None,
                 "why": why,
                 "cells": cells,
+                "seeds": sorted(result.seeds) if result else [],
             }
         )
     baseline_path = results_dir / dataset / BASELINE_RUN / "metrics.csv"
@@ -183,6 +185,7 @@ def build_section(
                 "is_run": True,
                 "why": "",
                 "cells": cells,
+                "seeds": [],
             }
         )
     return {"key": key, "rows": out_rows, "results": results}
@@ -212,6 +215,7 @@ def render_table2(config: dict[str, Any], out: Path, repo: Path, config_name: st
         sections=sections,
         metrics=paper.METRICS,
         results=results,
+        seed_rows=seed_rows(results, [dataset]),
         usage=dataset_usage(datasets_dir / dataset),
         protocol=get_protocol(config["datasets"][dataset]["protocol"]),
         evaluators=evaluator_rows(results),

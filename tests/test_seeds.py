@@ -128,7 +128,9 @@ def test_table2_rows_of_a_run_with_seeds_show_the_mean_and_the_spread(tiny_datas
     local = _row(html, "+CPAB (local)")
     # Mean 0.0120 of the two seeds, their standard deviation 0.0028; AKD 1.750 +- 0.354.
     assert re.search(r'>0\.0120 <span class="ci">± 0\.0028</span><br><span class="ci">', local), local
-    assert "1.750 <span class=\"ci\">± 0.354</span>" in local
+    assert "1.750 <span class=\"ci\">± 0.354</span>" in local and 'href="#seeds-local">mean of 2 seeds' in local
+    per_seed = re.search(r'<table id="per-seed">(.*?)</table>', html, flags=re.S).group(1)
+    assert 'id="seeds-local"' in per_seed and "local-seed5" in per_seed and "0.0140" in per_seed
     # A seed missing its metrics (weights present) is an error naming that seed's file.
     (results / "local-seed5" / "metrics.csv").unlink()
     with pytest.raises(FileNotFoundError, match=r"local-seed5/metrics.csv is missing"):

@@ -17,7 +17,8 @@ Per (dataset, run, metric) the check says:
   means) x sqrt(1/k + 1/k_baseline) for k seeds here, the difference two sets of trainings that
   differ only in their random streams stay below 95 % of the time (:func:`seed_noise`).
 - *within noise*: anything else.
-- a run or metric that appeared or vanished regresses: the baseline must record it.
+- a run or metric that appeared or vanished regresses, and so does a test video measured on one
+  side only (the means would be over other videos): the baseline must record it.
 
 A run trained with other seeds than the baseline's is compared all the same (the page says so):
 another random stream is exactly the noise the minimal effect and the seed spread absorb.
@@ -77,7 +78,8 @@ def collect(config: dict[str, Any], root: Path) -> pd.DataFrame:
                     raise FileNotFoundError(
                         f"{path}: no metrics for run {trained!r} on {dataset!r}; run the workflow first"
                     )
-                table = pd.read_csv(path)
+                # Video names as text, as the baseline stores them ("0001" must stay "0001").
+                table = pd.read_csv(path, dtype={"video": str})
                 for metric in frame_weighted(table):
                     sums = video_sums(table, metric)
                     if sums.empty:  # measured on no frame: kept, so that a change is seen
@@ -105,7 +107,8 @@ def read_baseline(path: Path) -> pd.DataFrame:
         raise FileNotFoundError(
             f"{path}: no baseline; write one from a trusted run with `animbench baseline update`"
         )
-    table = pd.read_csv(path, dtype={"video": str}, keep_default_na=False, na_values=[""])
+    text = {"dataset": str, "run": str, "method": str, "metric": str, "video": str}
+    table = pd.read_csv(path, dtype=text, keep_default_na=False, na_values={"sum": [""]})
     missing = [c for c in BASELINE_COLUMNS if c not in table.columns]
     if missing:
         raise ValueError(
@@ -168,15 +171,24 @@ def compare_one(current: pd.DataFrame, baseline: pd.DataFrame, settings_: dict[s
     # Other seeds than the baseline's are other models: compared all the same (what a change to
     # the random stream does is what the minimal effect and the seed spread are there to absorb).
     out["seeds"] = "" if now == before else f"{', '.join(map(str, now))} (baseline {', '.join(map(str, before))})"
+    measured_now = set(current.loc[current["frames"] > 0, "video"])
+    measured_before = set(baseline.loc[baseline["frames"] > 0, "video"])
     if _identical(current, baseline):
-        return out | {"delta": 0.0, "videos": current["video"].nunique(), "direction": "identical", "regressed": False}
+        return out | {"delta": 0.0, "videos": len(measured_now), "direction": "identical", "regressed": False}
     if math.isnan(mean) or math.isnan(base_mean):
         # Measured on no frame on one side (or both, after a change to the frames): a change.
-        return out | {"direction": "n/a", "regressed": not (math.isnan(mean) and math.isnan(base_mean))}
-    try:
-        found = compare_sums(_pooled(baseline), _pooled(current), threshold)
-    except ValueError:
-        return out | {"direction": "no shared test video", "regressed": True}
+        if math.isnan(mean) and math.isnan(base_mean):
+            return out | {"direction": "n/a (measured on no frame)", "regressed": False}
+        side = "here" if math.isnan(mean) else "in the baseline"
+        return out | {"direction": f"measured on no frame {side}", "regressed": True}
+    if measured_now != measured_before:
+        # A test video measured on one side only: the means are over other videos, and losing
+        # the hardest video could pass for an improvement.
+        lost, gained = sorted(measured_before - measured_now), sorted(measured_now - measured_before)
+        parts = ([f"{len(lost)} measured only in the baseline ({', '.join(lost[:3])}{', ...' if len(lost) > 3 else ''})"] if lost else []) + (
+            [f"{len(gained)} only here ({', '.join(gained[:3])}{', ...' if len(gained) > 3 else ''})"] if gained else [])
+        return out | {"direction": "test videos differ: " + "; ".join(parts), "regressed": True}
+    found = compare_sums(_pooled(baseline), _pooled(current), threshold)
     verdict = found.verdict
     if settings_["better"] == "higher":
         verdict = {"better": "worse", "worse": "better"}.get(verdict, verdict)

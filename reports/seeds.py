@@ -39,7 +39,8 @@ def resolve(config: dict[str, Any], name: str) -> tuple[str, int] | None:
     if name in runs and not runs[name].get("seeds"):
         return name, int(config["seed"])
     found = _MEMBER.match(name)
-    if found and found["run"] in runs and int(found["seed"]) in (runs[found["run"]].get("seeds") or []):
+    # `fomm-seed01` is not `fomm-seed1`: only the exact member names are trained runs.
+    if found and found["run"] in runs and name in members(config, found["run"]):
         return found["run"], int(found["seed"])
     return None
 

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_CONFIG = REPO / "workflow/config/tiny.yaml"
 
 
 def tiny_fomm_one_seed(path: Path) -> Path:

@@ -1,4 +1,4 @@
-"""Regression checks: baseline update, comparison with tolerances, page, exit status."""
+"""Regression checks: per-video baselines, verdicts (identical, worse, better, within noise), page, exit status."""
 
 from __future__ import annotations
 
@@ -80,6 +80,40 @@ def test_verdicts_identical_worse_better_within_noise_and_vanished():
     assert result.loc["gone", "regressed"] and "missing" in result.loc["gone", "direction"]
     assert result.loc["new", "regressed"] and "new" in result.loc["new", "direction"]
     assert math.isnan(result.loc["gone", "delta"])
+
+
+def test_a_test_video_measured_on_one_side_only_regresses():
+    base = _per_video("a", NOISY)
+    current = base[base["video"] != "v5"]  # the hardest? any: the means are over other videos
+    result = compare(current, base, {"default": {"abs": 0.01}})
+    assert result["regressed"].item()
+    assert result["direction"].item() == "test videos differ: 1 measured only in the baseline (v5)"
+    grown = compare(base, current, {})
+    assert grown["regressed"].item() and "1 only here (v5)" in grown["direction"].item()
+
+
+def test_numeric_video_names_and_unmeasured_metrics_survive_the_baseline_round_trip(tmp_path):
+    # Video "0001" must not come back as 1, and a metric measured on no frame keeps its place.
+    root = tmp_path / "run"
+    path = root / "results/synthetic/fomm/metrics.csv"
+    path.parent.mkdir(parents=True)
+    pd.DataFrame({"video": ["0001", "0001", "0002", "0010"], "frame": [0, 1, 0, 0],
+                  "l1": [0.1, 0.2, 0.3, 0.4], "akd": [math.nan] * 4}).to_csv(path, index=False)
+    config = load_workflow_config([_config(tmp_path, runs=("fomm",))], REPO)
+    table = collect(config, root)
+    assert set(table[table["metric"] == "l1"]["video"]) == {"0001", "0002", "0010"}
+    akd = table[table["metric"] == "akd"]
+    assert len(akd) == 1 and akd["frames"].item() == 0 and math.isnan(akd["sum"].item())
+    stored = read_baseline(write_baseline(table, tmp_path / "b.csv"))
+    result = compare(collect(config, root), stored, {}).set_index("metric")
+    assert result.loc["l1", "direction"] == "identical" and result.loc["l1", "videos"] == 3
+    assert result.loc["akd", "direction"] == "identical" and result.loc["akd", "videos"] == 0
+    # Measured now where the baseline measured nothing: a change, not silently passed.
+    pd.DataFrame({"video": ["0001", "0001", "0002", "0010"], "frame": [0, 1, 0, 0],
+                  "l1": [0.1, 0.2, 0.3, 0.4], "akd": [1.0] * 4}).to_csv(path, index=False)
+    changed = compare(collect(config, root), stored, {}).set_index("metric")
+    assert changed.loc["akd", "regressed"] and changed.loc["akd", "direction"] == "measured on no frame in the baseline"
+    assert not changed.loc["l1", "regressed"]
 
 
 def test_relative_effect_scales_with_the_baseline_and_higher_can_be_better():

@@ -13,7 +13,7 @@ from animbench.cli import main
 from data_prep.manifest import available_videos
 from data_prep.video import read_video, write_stacked_png
 from reports.compare import render_compare
-from reports.regression import collect, compare
+from reports.regression import collect, compare, read_baseline, write_baseline
 from reports.seeds import collisions, expand, member_seeds, members, resolve
 from reports.table1 import render_table1
 from reports.table2 import render_table2
@@ -31,6 +31,7 @@ def test_names_of_the_trained_runs_and_back():
     # Not trained: a seed the run does not list, the run itself, a seed of a run without seeds.
     assert resolve(CONFIG, "fomm-seed1") is None and resolve(CONFIG, "fomm") is None
     assert resolve(CONFIG, "mraa-seed7") is None
+    assert resolve(CONFIG, "fomm-seed02") is None  # only the exact name: no second folder for seed 2
     assert collisions({**CONFIG, "runs": {**CONFIG["runs"], "fomm-seed2": {"method": "fomm"}}}) == ["fomm-seed2"]
 
 
@@ -112,7 +113,15 @@ def test_table1_shows_the_mean_over_seeds_their_spread_and_each_seed(tiny_datase
     # The regression check keeps every seed's per-video values and compares seed by seed set.
     table = collect(config, tmp_path)
     assert set(table["seed"]) == {0, 1} and set(table[table["run"] == "mraa"]["seed"]) == {0}
-    assert set(compare(table, table, {})["direction"]) == {"identical"}
+    stored = read_baseline(write_baseline(table, tmp_path / "baseline.csv"))
+    assert set(stored["seed"]) == {0, 1} and set(compare(collect(config, tmp_path), stored, {})["direction"]) == {"identical"}
+    # Seed 1 of FOMM worse by 0.03 on every video: its pooled mean moves by 0.015, flagged with
+    # a 1 % minimal effect; the seed spread of the baseline (0.04 / sqrt 2) raises the bar above.
+    _fake_seed(tiny_dataset, results, "fomm-seed1", 0.17)
+    moved = compare(collect(config, tmp_path), stored, {"default": {"rel": 0.01}}).set_index("run")
+    assert moved.loc["fomm", "delta"] == pytest.approx(0.015, abs=1e-9)
+    assert moved.loc["fomm", "direction"] == "within noise"  # 0.015 < 1.645 * 0.028 * 1 = 0.047
+    assert moved.loc["mraa", "direction"] == "identical"
 
 
 def test_table2_rows_of_a_run_with_seeds_show_the_mean_and_the_spread(tiny_dataset, tmp_path):

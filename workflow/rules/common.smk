@@ -220,7 +220,7 @@ def method_config(wildcards):
     if not path.is_file():
         raise UndefinedInConfig(
             f"run {wildcards.run!r} on dataset {wildcards.dataset!r}: method config {path} does not "
-            f"exist; set 'runs.{wildcards.run}.config' in the workflow config or add the file"
+            f"exist; set 'runs.{_trained(wildcards)[0]}.config' in the workflow config or add the file"
         )
     return str(path)
 

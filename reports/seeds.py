@@ -26,7 +26,7 @@ def member_seeds(config: dict[str, Any], run: str) -> dict[str, int]:
     """Trained run -> its training seed, for every member of ``run``."""
     seeds = (config["runs"].get(run) or {}).get("seeds")
     if seeds:
-        return {f"{run}{SEED_SUFFIX}{seed}": int(seed) for seed in seeds}
+        return dict(zip(members(config, run), map(int, seeds), strict=True))
     return {run: int(config["seed"])}
 
 

@@ -44,9 +44,23 @@ class AnimationModel(nn.Module):
         """Motion descriptor (keypoints, regions, ...) of a batch of images (B, 3, H, W) in [0, 1]."""
         raise NotImplementedError
 
-    def generate(self, source: torch.Tensor, motion_source: Motion, motion_driving: Motion) -> dict[str, torch.Tensor]:
-        """Render ``source`` moved as described by ``motion_driving``; the dict holds ``prediction``."""
+    def generate(
+        self,
+        source: torch.Tensor,
+        motion_source: Motion,
+        motion_driving: Motion,
+        source_features: list[torch.Tensor] | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Render ``source`` moved as described by ``motion_driving``; the dict holds ``prediction``.
+
+        ``source_features``: :meth:`encode_source` of ``source`` (batch 1, or ``source``'s batch),
+        computed once when one source image is rendered for many driving frames."""
         raise NotImplementedError
+
+    def encode_source(self, source: torch.Tensor) -> list[torch.Tensor] | None:
+        """The generator's features of ``source`` that do not depend on the driving frame, or
+        None when the architecture has none to cache (then :meth:`generate` computes all)."""
+        return None
 
     def forward(self, source: torch.Tensor, driving: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """One training step's forward pass: (weighted scalar losses by name, generated outputs)."""
@@ -80,3 +94,8 @@ class AnimationModel(nn.Module):
 
     def set_epoch(self, epoch: int) -> None:
         """Hook for schedules that depend on the epoch (e.g. TPS dropout)."""
+
+
+def expand_features(features: list[torch.Tensor] | None, n: int) -> list[torch.Tensor] | None:
+    """:meth:`AnimationModel.encode_source` of one source image as a batch of ``n`` (a view)."""
+    return None if features is None else [f.expand(n, *f.shape[1:]) for f in features]

@@ -144,12 +144,37 @@ class DownBlock2d(_ConvNormReLU):
         return F.avg_pool2d(F.relu(self.norm(self.conv(x))), 2)
 
 
+class _Nearest2x(torch.autograd.Function):
+    """Forward: a broadcast copy; backward: aten's own upsample_nearest2d backward (so training
+    gradients stay bit-identical to ``F.interpolate``'s)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # noqa: ANN001 - autograd signature
+        b, c, h, w = x.shape
+        ctx.input_size = (b, c, h, w)
+        return x[:, :, :, None, :, None].expand(b, c, h, 2, w, 2).reshape(b, c, 2 * h, 2 * w)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+        b, c, h, w = ctx.input_size
+        return torch.ops.aten.upsample_nearest2d_backward(grad, [2 * h, 2 * w], [b, c, h, w], 2.0, 2.0)
+
+
+def upsample_nearest_2x(x: torch.Tensor) -> torch.Tensor:
+    """``F.interpolate(x, scale_factor=2, mode="nearest")``, value for value and gradient for
+    gradient, ~10x faster on CPU for contiguous input (torch 2.x's ``upsample_nearest2d`` converts
+    to channels-last and back: 20 ms vs 2 ms on (16, 64, 32, 32)). Channels-last input (the
+    benchmarks' optimised mode) keeps ``F.interpolate``, which keeps its memory format."""
+    if not x.is_contiguous():
+        return F.interpolate(x, scale_factor=2.0, mode="nearest")
+    return _Nearest2x.apply(x)
+
+
 class UpBlock2d(_ConvNormReLU):
     """2x nearest upsampling -> conv -> BN -> ReLU."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.interpolate(x, scale_factor=2.0, mode="nearest")
-        return F.relu(self.norm(self.conv(x)))
+        return F.relu(self.norm(self.conv(upsample_nearest_2x(x))))
 
 
 def _width(block_expansion: int, max_features: int, level: int) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import pandas as pd
 import torch
 
@@ -58,3 +59,37 @@ def test_reconstruct_dataset_writes_stacked_pngs_and_resumes(tiny_dataset, tiny_
     _saved_model(tiny_fomm_config, ckpt, seed=1)
     reconstruct_dataset(model, ckpt, tiny_dataset, out, (64, 64), progress=False)
     assert marker.stat().st_mtime_ns != before
+
+
+@pytest.mark.parametrize("method", ["fomm", "mraa", "tpsmm", "cpab"])
+def test_the_source_encoded_once_gives_what_one_frame_per_call_gives(method):
+    """Our reconstruction (batched, source features computed once per video) equals the
+    reference's structure: one driving frame per call, the source re-encoded every time."""
+    from methods.engine.config import load_method_config
+
+    torch.manual_seed(0)
+    model = build_model(load_method_config(f"methods/configs/{method}/synthetic.yaml"), with_losses=False).eval()
+    assert model.encode_source(torch.rand(1, 3, 64, 64)) is not None  # every method caches something
+    frames = torch.rand(6, 3, 64, 64)
+    ours = reconstruct_video(model, frames, batch_size=4)
+    with torch.no_grad():
+        loop = torch.cat([
+            model.generate(frames[:1], model.encode(frames[:1]), model.encode(frames[t : t + 1]))["prediction"].clamp(0, 1)
+            for t in range(len(frames))
+        ])
+    torch.testing.assert_close(ours, loop, atol=2e-4, rtol=0)
+
+
+def test_the_fast_nearest_upsampling_is_interpolate_value_for_value_and_gradient_for_gradient():
+    import torch.nn.functional as F
+
+    from methods.blocks import upsample_nearest_2x
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 7, 3, requires_grad=True)
+    grad = torch.randn(2, 5, 14, 6)
+    ours, theirs = upsample_nearest_2x(x), F.interpolate(x, scale_factor=2.0, mode="nearest")
+    assert torch.equal(ours, theirs)
+    assert torch.equal(torch.autograd.grad(ours, x, grad)[0], torch.autograd.grad(theirs, x, grad)[0])
+    last = x.detach().contiguous(memory_format=torch.channels_last)
+    assert upsample_nearest_2x(last).is_contiguous(memory_format=torch.channels_last)

@@ -28,7 +28,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from methods.base import AnimationModel, Motion
+from methods.base import AnimationModel, Motion, expand_features
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +195,7 @@ def animate_frames(
     device = next(model.parameters()).device
     source_t = _to_tensor([source], device)
     motion_source = model.encode(source_t)
+    features = model.encode_source(source_t)
     motion_initial: Motion | None = None
     for frames in _batches(driving, batch_size):
         driving_t = _to_tensor(frames, device)
@@ -213,7 +214,10 @@ def animate_frames(
             from methods.models.avd import avd_transfer
 
             motion = avd_transfer(model, avd_network, _expand(motion_source, batch), motion_driving)
-        out = model.generate(source_t.expand(batch, -1, -1, -1), _expand(motion_source, batch), motion)
+        out = model.generate(
+            source_t.expand(batch, -1, -1, -1), _expand(motion_source, batch), motion,
+            expand_features(features, batch),
+        )
         yield from to_uint8(out["prediction"].permute(0, 2, 3, 1))
 
 

@@ -17,7 +17,7 @@ from tqdm import tqdm
 from data_prep.io import atomic_path, file_sha256, write_text
 from data_prep.loading import VideoDataset
 from data_prep.video import to_uint8, write_stacked_png
-from methods.base import AnimationModel
+from methods.base import AnimationModel, expand_features
 
 INDEX_NAME = "index.csv"
 
@@ -26,13 +26,17 @@ INDEX_NAME = "index.csv"
 def reconstruct_video(model: AnimationModel, frames: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
     """Reconstruct one video (T, 3, H, W) in [0, 1] from its first frame; returns (T, 3, H, W)."""
     source = frames[:1]
+    # Everything that depends on the source alone is computed once per video.
     motion_source = model.encode(source)
+    features = model.encode_source(source)
     predictions = []
     for start in range(0, frames.shape[0], batch_size):
         driving = frames[start : start + batch_size]
         n = driving.shape[0]
         repeated = {k: v.expand(n, *v.shape[1:]) for k, v in motion_source.items()}
-        out = model.generate(source.expand(n, -1, -1, -1), repeated, model.encode(driving))
+        out = model.generate(
+            source.expand(n, -1, -1, -1), repeated, model.encode(driving), expand_features(features, n)
+        )
         predictions.append(out["prediction"].clamp(0, 1))
     return torch.cat(predictions)
 

@@ -76,17 +76,28 @@ class InpaintingNetwork(nn.Module):
         """Occlusion mask for decoder level ``level`` (0 = deepest)."""
         return masks[level] if self.multi_mask else masks[0]
 
-    def forward(
-        self, source_image: torch.Tensor, dense_motion: dict, warp_features: bool = True
-    ) -> dict[str, torch.Tensor | list[torch.Tensor]]:
-        """``warp_features`` also returns ``warped_encoder_maps`` (the warp loss's input):
-        the warped, masked encoder features computed with detached features and masks, so that
-        the warp loss trains only the flow."""
+    def encode(self, source_image: torch.Tensor) -> list[torch.Tensor]:
+        """The source's encoder features, finest first; they depend on the source alone."""
         out = self.first(source_image)
         encoder_map = [out]
         for block in self.down_blocks:
             out = block(out)
             encoder_map.append(out)
+        return encoder_map
+
+    def forward(
+        self,
+        source_image: torch.Tensor,
+        dense_motion: dict,
+        warp_features: bool = True,
+        encoded: list[torch.Tensor] | None = None,
+    ) -> dict[str, torch.Tensor | list[torch.Tensor]]:
+        """``warp_features`` also returns ``warped_encoder_maps`` (the warp loss's input):
+        the warped, masked encoder features computed with detached features and masks, so that
+        the warp loss trains only the flow. ``encoded``: :meth:`encode` of ``source_image``,
+        when the caller computed it once for many driving frames."""
+        encoder_map = encoded if encoded is not None else self.encode(source_image)
+        out = encoder_map[-1]
 
         masks = dense_motion["occlusion_map"]
         deformation = dense_motion["deformation"]

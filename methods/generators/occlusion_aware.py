@@ -76,12 +76,23 @@ class OcclusionAwareGenerator(nn.Module):
             deformation = deformation.permute(0, 2, 3, 1)
         return F.grid_sample(inp, deformation, align_corners=self.align_corners)
 
-    def forward(
-        self, source_image: torch.Tensor, kp_driving: Keypoints, kp_source: Keypoints
-    ) -> dict[str, torch.Tensor]:
+    def encode(self, source_image: torch.Tensor) -> list[torch.Tensor]:
+        """The source's bottleneck features (one entry), which depend on the source alone."""
         out = self.first(source_image)
         for block in self.down_blocks:
             out = block(out)
+        return [out]
+
+    def forward(
+        self,
+        source_image: torch.Tensor,
+        kp_driving: Keypoints,
+        kp_source: Keypoints,
+        encoded: list[torch.Tensor] | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """``encoded``: :meth:`encode` of ``source_image``, when the caller computed it once
+        for many driving frames (reconstruction, animation)."""
+        out = (encoded if encoded is not None else self.encode(source_image))[0]
 
         result: dict[str, torch.Tensor] = {}
         if self.dense_motion_network is not None:

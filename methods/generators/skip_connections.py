@@ -92,18 +92,27 @@ class Generator(nn.Module):
             return warped * occlusion
         return warped * occlusion + previous * (1 - occlusion)
 
+    def encode(self, source_image: torch.Tensor) -> list[torch.Tensor]:
+        """The source's encoder features, finest first; they depend on the source alone."""
+        out = self.first(source_image)
+        skips = [out]
+        for block in self.down_blocks:
+            out = block(out)
+            skips.append(out)
+        return skips
+
     def forward(
         self,
         source_image: torch.Tensor,
         driving_region_params: Regions,
         source_region_params: Regions,
         bg_params: torch.Tensor | None = None,
+        encoded: list[torch.Tensor] | None = None,
     ) -> dict[str, torch.Tensor]:
-        out = self.first(source_image)
-        skips = [out]
-        for block in self.down_blocks:
-            out = block(out)
-            skips.append(out)
+        """``encoded``: :meth:`encode` of ``source_image``, when the caller computed it once
+        for many driving frames (reconstruction, animation)."""
+        skips = encoded if encoded is not None else self.encode(source_image)
+        out = skips[-1]
 
         result: dict[str, torch.Tensor] = {}
         motion = None

@@ -80,9 +80,18 @@ class FOMM(AnimationModel):
         return self.kp_detector(image)
 
     def generate(
-        self, source: torch.Tensor, motion_source: Motion, motion_driving: Motion
+        self,
+        source: torch.Tensor,
+        motion_source: Motion,
+        motion_driving: Motion,
+        source_features: list[torch.Tensor] | None = None,
     ) -> dict[str, torch.Tensor]:
-        return self.generator(source, kp_driving=motion_driving, kp_source=motion_source)
+        return self.generator(
+            source, kp_driving=motion_driving, kp_source=motion_source, encoded=source_features
+        )
+
+    def encode_source(self, source: torch.Tensor) -> list[torch.Tensor]:
+        return self.generator.encode(source)
 
     def relative_motion(
         self,

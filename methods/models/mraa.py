@@ -109,12 +109,21 @@ class MRAA(AnimationModel):
         return regions
 
     def generate(
-        self, source: torch.Tensor, motion_source: Motion, motion_driving: Motion
+        self,
+        source: torch.Tensor,
+        motion_source: Motion,
+        motion_driving: Motion,
+        source_features: list[torch.Tensor] | None = None,
     ) -> dict[str, torch.Tensor]:
         bg_params = None
         if FRAME_KEY in motion_driving:
             bg_params = self.bg_predictor(source, motion_driving[FRAME_KEY])
-        return self.generator(source, motion_driving, motion_source, bg_params=bg_params)
+        return self.generator(
+            source, motion_driving, motion_source, bg_params=bg_params, encoded=source_features
+        )
+
+    def encode_source(self, source: torch.Tensor) -> list[torch.Tensor]:
+        return self.generator.encode(source)
 
     def forward(
         self, source: torch.Tensor, driving: torch.Tensor

@@ -189,13 +189,20 @@ class TPSMM(AnimationModel):
         )
 
     def generate(
-        self, source: torch.Tensor, motion_source: Motion, motion_driving: Motion
+        self,
+        source: torch.Tensor,
+        motion_source: Motion,
+        motion_driving: Motion,
+        source_features: list[torch.Tensor] | None = None,
     ) -> dict[str, torch.Tensor]:
         bg_param = None
         if self.uses_background and "frame" in motion_driving:
             bg_param = self.bg_predictor(source, motion_driving["frame"])
         dense = self._dense_motion(source, motion_source, motion_driving, bg_param)
-        return self.inpainting_network(source, dense, warp_features=False)
+        return self.inpainting_network(source, dense, warp_features=False, encoded=source_features)
+
+    def encode_source(self, source: torch.Tensor) -> list[torch.Tensor]:
+        return self.inpainting_network.encode(source)
 
     def forward(
         self, source: torch.Tensor, driving: torch.Tensor

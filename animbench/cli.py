@@ -258,7 +258,9 @@ def cmd_weights(args: argparse.Namespace) -> None:
         for name in names:
             e = weights.REGISTRY[name]
             size = f"{e.size} B" if e.size else "size unknown"
-            print(f"{e.name:30s} {e.checksum_kind:14s} {size:16s} {e.filename}\n{'':30s} {e.url}")
+            where = e.url + (f" : {e.remote_path}" if e.remote_path else "")
+            mirror = f"\n{'':30s} mirror: {e.mirror}" if e.mirror else ""
+            print(f"{e.name:30s} {weights.checksum_kind(e):14s} {size:16s} {e.filename}\n{'':30s} {where}{mirror}")
         return
     failed = []
     for name in names:
@@ -268,13 +270,19 @@ def cmd_weights(args: argparse.Namespace) -> None:
             except weights.WeightsFetchError as err:
                 print(f"failed      {name}: {err}", file=sys.stderr)
                 failed.append(name)
+        elif args.action == "lock":
+            try:
+                print(weights.lock(name, args.dir))
+            except weights.MissingWeightsError as err:
+                print(f"failed      {name}: {err}", file=sys.stderr)
+                failed.append(name)
         else:
             line = weights.check(name, args.dir)
             print(line, file=sys.stderr if line.startswith(("missing", "corrupt")) else sys.stdout)
             if line.startswith(("missing", "corrupt")):
                 failed.append(name)
     if failed:
-        verb = "could not be fetched" if args.action == "fetch" else "are missing or corrupt"
+        verb = {"fetch": "could not be fetched", "lock": "could not be locked"}.get(args.action, "are missing or corrupt")
         raise weights.MissingWeightsError(
             f"{len(failed)} of {len(names)} weights files {verb}: {', '.join(failed)}"
             + ("" if args.action == "fetch" else f"; fetch with `animbench weights fetch {' '.join(failed)} --dir {args.dir}`")
@@ -399,8 +407,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("weights", help="list, check or fetch pretrained weights")
-    p.add_argument("action", choices=["list", "check", "fetch"])
+    p = sub.add_parser(
+        "weights",
+        help="list, check or fetch pretrained weights and released checkpoints; lock: record the "
+        "digest of a file whose upstream publishes none (placed by hand)",
+    )
+    p.add_argument("action", choices=["list", "check", "fetch", "lock"])
     p.add_argument("names", nargs="*")
     p.add_argument("--dir", default="resources/weights")
     p.set_defaults(func=cmd_weights)

@@ -12,16 +12,26 @@ publishes a full SHA-256:
 - ``sha256``: the full digest of the official file, as recorded by independent users of it.
 - ``sha256-prefix``: the hex digits the upstream puts in the file name (torch hub convention,
   ``name-<first sha256 digits>.ext``, which ``torch.hub`` itself verifies).
-- ``unpublished``: the upstream publishes no checksum (a Google Drive or plain file link). The
-  file cannot be verified; ``weights check`` says so, and the evaluators record the digest of
-  whatever file they loaded beside every number.
+- ``unpublished``: the upstream publishes no checksum (a Google Drive, Yandex Disk or plain file
+  link). The first verified download (``weights fetch``, or ``weights lock`` for a file placed by
+  hand) records its size and SHA-256 in the committed lock file ``data_prep/weights.lock.csv``;
+  every later run checks the same bytes, and a file that changed is refused. Until then the file
+  is "unverified": ``weights check`` says so and the evaluators and reports record its digest
+  beside every number.
+
+Downloads go through pooch (``pooch.retrieve`` with the known hash, its progress bar; a Google
+Drive file through gdown, a file in a public Yandex Disk folder through Yandex's public API),
+into a temporary folder first: a failed or corrupt download never replaces a file.
 """
 
 from __future__ import annotations
 
+import csv
+import datetime
 import logging
-import urllib.error
-import urllib.request
+import os
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +39,10 @@ from data_prep.io import atomic_path, file_sha256
 from data_prep.registry import Registry
 
 DEFAULT_WEIGHTS_DIR = Path("resources/weights")
+#: Size and SHA-256 of files whose upstream publishes no checksum, recorded at their first fetch.
+LOCK_FILE = Path(__file__).with_name("weights.lock.csv")
+LOCK_COLUMNS = ("name", "filename", "size", "sha256", "recorded")
+YANDEX_PUBLIC_API = "https://cloud-api.yandex.net/v1/disk/public/resources/download"
 LOG = logging.getLogger(__name__)
 
 
@@ -43,6 +57,10 @@ class WeightsFile:
     description: str
     size: int | None = None  # bytes, when known; checked before hashing (a cheap truncation test)
     checksum_source: str = ""  # where the checksum (and size) come from
+    # The file's path inside the public Yandex Disk folder ``url`` (FOMM's and TPSMM's releases).
+    remote_path: str = ""
+    # Another official location (a Google Drive folder the README also links), for a manual download.
+    mirror: str = ""
 
     @property
     def checksum_kind(self) -> str:
@@ -51,8 +69,9 @@ class WeightsFile:
         return "sha256-prefix" if self.sha256_prefix else "unpublished"
 
 
-#: Every weights file by name; the entries are declared in this module (no lazy modules).
-REGISTRY: Registry[WeightsFile] = Registry("weights")
+#: Every weights file by name: the networks of losses and evaluators, declared below, and the
+#: methods' released checkpoints, declared with their run metadata in methods/releases.py.
+REGISTRY: Registry[WeightsFile] = Registry("weights", builtin_modules=("methods.releases",))
 
 
 def register(entry: WeightsFile) -> WeightsFile:
@@ -197,29 +216,76 @@ class WeightsFetchError(MissingWeightsError):
     """A download failed (offline, refused, or the bytes did not match the checksum)."""
 
 
+def read_lock(lock_file: Path = LOCK_FILE) -> dict[str, dict[str, str]]:
+    """Lock entries by registry name: ``size``, ``sha256``, ``filename``, ``recorded``."""
+    if not lock_file.is_file():
+        return {}
+    with open(lock_file, newline="") as handle:
+        return {row["name"]: row for row in csv.DictReader(line for line in handle if not line.startswith("#"))}
+
+
+def record_lock(name: str, path: Path, digest: str, lock_file: Path = LOCK_FILE) -> None:
+    """Add (or keep) the lock entry of ``name``: the file's size and SHA-256, today's date."""
+    entries = read_lock(lock_file)
+    if name in entries:
+        return
+    entries[name] = {"name": name, "filename": REGISTRY[name].filename, "size": str(path.stat().st_size),
+                     "sha256": digest, "recorded": datetime.date.today().isoformat()}
+    header = ("# Weights whose upstream publishes no checksum: size and SHA-256 of the first verified\n"
+              "# download (`animbench weights fetch` / `weights lock`). Commit this file.\n")
+    with atomic_path(lock_file) as tmp, open(tmp, "w", newline="") as handle:
+        handle.write(header)
+        writer = csv.DictWriter(handle, fieldnames=LOCK_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(entries[n] for n in sorted(entries))
+
+
+def checksum_kind(entry: WeightsFile, lock_file: Path = LOCK_FILE) -> str:
+    """The entry's published checksum kind, or ``locked`` when only the lock file pins it."""
+    if entry.checksum_kind == "unpublished" and entry.name in read_lock(lock_file):
+        return "locked"
+    return entry.checksum_kind
+
+
 def _how(entry: WeightsFile, weights_dir: str | Path) -> str:
     path = Path(weights_dir) / entry.filename
+    where = entry.url + (f" (file {entry.remote_path})" if entry.remote_path else "")
+    mirror = f" or from {entry.mirror}" if entry.mirror else ""
     return (
         f"Fetch it with `animbench weights fetch {entry.name} --dir {weights_dir}` on a machine with "
-        f"internet access, or download {entry.url} and place it at {path}."
+        f"internet access, or download it from {where}{mirror} and place it at {path}."
     )
 
 
-def verify_file(entry: WeightsFile, path: Path) -> tuple[str, str]:
-    """``(status, sha256)`` of a local file: status is ok, unverified or a reason it is corrupt."""
-    if entry.size is not None and path.stat().st_size != entry.size:
-        return f"corrupt: {path.stat().st_size} bytes, expected {entry.size}", ""
+def verify_file(entry: WeightsFile, path: Path, lock_file: Path = LOCK_FILE) -> tuple[str, str]:
+    """``(status, sha256)`` of a local file: status is ok, unverified or a reason it is corrupt.
+
+    The size is checked first (a truncated download is named as such, without hashing), then the
+    digest against the published checksum and against the lock file's.
+    """
+    locked = read_lock(lock_file).get(entry.name)
+    size = entry.size if entry.size is not None else (int(locked["size"]) if locked else None)
+    found = path.stat().st_size
+    if size is not None and found != size:
+        kind = "truncated" if found < size else "too long"
+        return f"corrupt: {kind}, {found} bytes, expected {size}", ""
     digest = file_sha256(path)
     if not digest.startswith(entry.sha256_prefix):
         return (
             f"corrupt: sha256 {digest[:16]}… does not start with {entry.sha256_prefix[:16]}",
             digest,
         )
-    return ("ok" if entry.sha256_prefix else "unverified"), digest
+    if locked and digest != locked["sha256"]:
+        return (
+            f"corrupt: sha256 {digest[:16]}… differs from {locked['sha256'][:16]}…, recorded in "
+            f"{lock_file.name} at its first fetch ({locked['recorded']}): the file changed",
+            digest,
+        )
+    return ("ok" if entry.sha256_prefix or locked else "unverified"), digest
 
 
 def resolve_with_sha256(
-    name: str, weights_dir: str | Path = DEFAULT_WEIGHTS_DIR
+    name: str, weights_dir: str | Path = DEFAULT_WEIGHTS_DIR, lock_file: Path = LOCK_FILE
 ) -> tuple[Path, str]:
     """Verified local path of weights ``name`` and the file's full SHA-256 (recorded by evaluators)."""
     entry = REGISTRY.get(name)
@@ -228,14 +294,15 @@ def resolve_with_sha256(
         raise MissingWeightsError(
             f"missing weights file {path} ({entry.description}). {_how(entry, weights_dir)}"
         )
-    status, digest = verify_file(entry, path)
+    status, digest = verify_file(entry, path, lock_file)
     if status.startswith("corrupt"):
         raise MissingWeightsError(
             f"weights file {path} is {status}; it is truncated or a different file. {_how(entry, weights_dir)}"
         )
     if status == "unverified":
         LOG.warning(
-            "weights %s: upstream publishes no checksum; loaded file has sha256 %s", path, digest
+            "weights %s: upstream publishes no checksum and %s has none recorded; loaded file has "
+            "sha256 %s (`animbench weights lock %s` records it)", path, lock_file.name, digest, name,
         )
     return path, digest
 
@@ -253,66 +320,137 @@ def resolve(name: str, weights_dir: str | Path = DEFAULT_WEIGHTS_DIR, verify: bo
     return path
 
 
-def check(name: str, weights_dir: str | Path = DEFAULT_WEIGHTS_DIR) -> str:
+def check(name: str, weights_dir: str | Path = DEFAULT_WEIGHTS_DIR, lock_file: Path = LOCK_FILE) -> str:
     """One word-first status line for ``animbench weights check``: ok / unverified / missing / corrupt."""
     entry = REGISTRY.get(name)
     path = Path(weights_dir) / entry.filename
     if not path.is_file():
         return f"missing     {name}: {path} ({entry.url})"
-    status, digest = verify_file(entry, path)
+    status, digest = verify_file(entry, path, lock_file)
     if status == "ok":
-        return f"ok          {name}: {path} (sha256 {digest[:16]}…, checked against {entry.checksum_kind})"
+        kind = checksum_kind(entry, lock_file)
+        return f"ok          {name}: {path} (sha256 {digest[:16]}…, checked against {kind})"
     if status == "unverified":
-        return f"unverified  {name}: {path} (sha256 {digest}; upstream publishes no checksum)"
+        return (f"unverified  {name}: {path} (sha256 {digest}; upstream publishes no checksum; "
+                f"`animbench weights lock {name}` records it)")
     return f"corrupt     {name}: {path} ({status.removeprefix('corrupt: ')}); re-fetch from {entry.url}"
 
 
-def _download(url: str, target: Path, label: str) -> None:
-    if "drive.google.com" in url:
-        # Google Drive answers large files with a confirmation page; gdown (a torchreid
-        # dependency) knows the handshake.
-        import gdown
-
-        if gdown.download(url, str(target), quiet=False) is None:
-            raise OSError(f"gdown could not download {url}")
-        return
-    from tqdm import tqdm
-
-    with tqdm(unit="B", unit_scale=True, desc=label) as bar:
-
-        def hook(blocks: int, block_size: int, total: int) -> None:
-            bar.total = total if total > 0 else None
-            bar.update(blocks * block_size - bar.n)
-
-        urllib.request.urlretrieve(url, target, reporthook=hook)
-
-
-def fetch(name: str, weights_dir: str | Path = DEFAULT_WEIGHTS_DIR) -> Path:
-    """Download weights ``name`` from the official URL, verify, and move into place atomically.
-
-    An already present, verified file is kept. A failed download (offline, HTTP error) raises
-    :class:`WeightsFetchError` with one line naming the URL and the reason.
-    """
+def lock(name: str, weights_dir: str | Path = DEFAULT_WEIGHTS_DIR, lock_file: Path = LOCK_FILE) -> str:
+    """Record the digest of a present, unverified file (one placed by hand) in the lock file."""
     entry = REGISTRY.get(name)
     path = Path(weights_dir) / entry.filename
-    if path.is_file() and not verify_file(entry, path)[0].startswith("corrupt"):
-        return path
-    try:
-        with atomic_path(path) as tmp:
-            _download(entry.url, Path(tmp), entry.filename)
-            status, digest = verify_file(entry, Path(tmp))
-            if status.startswith("corrupt"):
-                raise WeightsFetchError(
-                    f"download of {entry.url} is {status}; nothing was written to {path}"
-                )
-    except (urllib.error.URLError, OSError) as err:
-        if isinstance(err, WeightsFetchError):
-            raise
-        reason = getattr(err, "reason", None) or err
-        raise WeightsFetchError(
-            f"could not download {entry.url} ({reason}). This machine may be offline: download it "
-            f"elsewhere and place it at {path}, then run `animbench weights check {name}`."
-        ) from None
+    if not path.is_file():
+        raise MissingWeightsError(f"missing weights file {path}. {_how(entry, weights_dir)}")
+    status, digest = verify_file(entry, path, lock_file)
+    if status.startswith("corrupt"):
+        raise MissingWeightsError(f"weights file {path} is {status}; not recorded")
     if status == "unverified":
-        LOG.warning("fetched %s: upstream publishes no checksum; sha256 %s", path, digest)
+        record_lock(name, path, digest, lock_file)
+        return f"locked      {name}: sha256 {digest} recorded in {lock_file}"
+    return f"ok          {name}: already checked against {checksum_kind(entry, lock_file)}"
+
+
+def load_pickled(name: str, path: Path, lock_file: Path = LOCK_FILE) -> object:
+    """``torch.load`` of registry file ``name`` (already resolved, so its size and digest were
+    checked): tensors and plain data only when that suffices; the full unpickler, which can run
+    code, only for a file whose digest is pinned (published, or recorded in the lock file), since
+    some upstream files are pickled objects (openpifpaf's whole models, torchreid's training
+    checkpoints)."""
+    import pickle
+
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "global" not in str(err).lower():
+            raise MissingWeightsError(f"weights file {path} is not a valid torch file ({str(err)[:120]})") from None
+    entry = REGISTRY.get(name)
+    if checksum_kind(entry, lock_file) == "unpublished":
+        raise MissingWeightsError(
+            f"weights file {path} holds pickled Python objects and its digest is pinned nowhere (no "
+            f"published checksum, none recorded in {lock_file.name}): refused unread, since unpickling "
+            f"it could run code. If it came from {entry.url}, record it with `animbench weights lock "
+            f"{name}` and rerun"
+        )
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+# --- downloads ---------------------------------------------------------------------------------
+
+
+def _gdown(url: str, output_file: str, pooch_obj: object) -> None:
+    # Google Drive answers large files with a confirmation page; gdown knows the handshake.
+    import gdown
+
+    if gdown.download(url, str(output_file), quiet=False) is None:
+        raise OSError(f"gdown could not download {url}")
+
+
+def _yandex(entry: WeightsFile) -> Callable[[str, str, object], None]:
+    """A pooch downloader for ``entry.remote_path`` inside the public Yandex Disk folder ``url``."""
+
+    def download(url: str, output_file: str, pooch_obj: object) -> None:
+        import pooch
+        import requests
+
+        answer = requests.get(YANDEX_PUBLIC_API, params={"public_key": url, "path": entry.remote_path}, timeout=60)
+        answer.raise_for_status()
+        pooch.HTTPDownloader(progressbar=True)(answer.json()["href"], output_file, pooch_obj)
+
+    return download
+
+
+def _downloader(entry: WeightsFile) -> Callable[[str, str, object], None]:
+    import pooch
+
+    if "drive.google.com" in entry.url:
+        return _gdown
+    if entry.remote_path:
+        return _yandex(entry)
+    return pooch.HTTPDownloader(progressbar=True)
+
+
+def fetch(name: str, weights_dir: str | Path = DEFAULT_WEIGHTS_DIR, lock_file: Path = LOCK_FILE) -> Path:
+    """Download weights ``name`` from its official location, verify, and move it into place.
+
+    An already present, verified file is kept. The download lands in a temporary folder and
+    replaces nothing unless it verifies. A failed download (offline, HTTP error, wrong bytes)
+    raises :class:`WeightsFetchError` with one line naming the location and the reason. The first
+    download of a file with no published checksum records its digest in the lock file.
+    """
+    import pooch
+
+    entry = REGISTRY.get(name)
+    path = Path(weights_dir) / entry.filename
+    if path.is_file() and not verify_file(entry, path, lock_file)[0].startswith("corrupt"):
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    locked = read_lock(lock_file).get(name)
+    full = entry.sha256_prefix if len(entry.sha256_prefix) == 64 else (locked or {}).get("sha256")
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".fetch-") as tmp:
+        try:
+            fetched = Path(pooch.retrieve(
+                entry.url, known_hash=f"sha256:{full}" if full else None, fname=entry.filename,
+                path=tmp, downloader=_downloader(entry), progressbar=True,
+            ))
+        except Exception as err:  # noqa: BLE001 - network, HTTP, gdown and hash failures alike
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            if "hash" in reason.lower():
+                raise WeightsFetchError(
+                    f"download of {entry.url} is corrupt ({reason[:200]}); nothing was written to {path}"
+                ) from None
+            raise WeightsFetchError(
+                f"could not download {entry.url} ({type(err).__name__}: {reason[:200]}). This machine may "
+                f"be offline: download it elsewhere and place it at {path}, then run "
+                f"`animbench weights check {name}`."
+            ) from None
+        status, digest = verify_file(entry, fetched, lock_file)
+        if status.startswith("corrupt"):
+            raise WeightsFetchError(f"download of {entry.url} is {status}; nothing was written to {path}")
+        os.replace(fetched, path)  # same folder: atomic
+    if status == "unverified":
+        record_lock(name, path, digest, lock_file)
+        LOG.warning("fetched %s: upstream publishes no checksum; sha256 %s recorded in %s", path, digest, lock_file)
     return path

@@ -125,3 +125,22 @@ def test_a_checkpoint_that_would_run_code_is_refused_unread(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "refused unread" in err[0], err
     assert not marker.exists()
+
+
+def test_evaluator_weights_that_are_pickled_objects_load_only_when_their_digest_is_pinned(tmp_path, monkeypatch):
+    """openpifpaf and torchreid files are pickled objects: unpickled only after the size and digest
+    checks, and only for a file whose digest is published or recorded in the lock file."""
+    from data_prep import weights
+
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pth"
+    torch.save({"state_dict": _Exploit(marker)}, evil)
+    lock = tmp_path / "weights.lock.csv"
+    monkeypatch.setitem(weights.REGISTRY, "evil", weights.WeightsFile("evil", "evil.pth", "https://example.invalid/e", "", "x"))
+    with pytest.raises(weights.MissingWeightsError, match=r"pinned nowhere.*animbench weights lock evil"):
+        weights.load_pickled("evil", evil, lock)
+    assert not marker.exists()
+    # Plain tensors load with the narrow loader, pinned or not.
+    plain = tmp_path / "plain.pth"
+    torch.save({"state_dict": {"w": torch.ones(2)}}, plain)
+    assert torch.equal(weights.load_pickled("evil", plain, lock)["state_dict"]["w"], torch.ones(2))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-import urllib.error
+from pathlib import Path
 
 import pytest
 
@@ -67,11 +67,21 @@ def test_unpublished_checksum_is_reported_unverified(tmp_path, monkeypatch):
     assert weights.resolve_with_sha256("free", tmp_path)[1] == hashlib.sha256(b"abc").hexdigest()
 
 
-def test_fetch_offline_is_one_line_and_writes_nothing(tmp_path, entry, monkeypatch):
-    def offline(*args, **kwargs):
-        raise urllib.error.URLError("[Errno -2] Name or service not known")
+def _serve(monkeypatch, content: bytes | None):
+    """Downloads (through pooch) answer ``content``, or fail as offline when None."""
 
-    monkeypatch.setattr(weights.urllib.request, "urlretrieve", offline)
+    def download(url, output_file, pooch_obj):
+        if content is None:
+            import requests
+
+            raise requests.exceptions.ConnectionError("[Errno -2] Name or service not known")
+        Path(output_file).write_bytes(content)
+
+    monkeypatch.setattr(weights, "_downloader", lambda entry: download)
+
+
+def test_fetch_offline_is_one_line_and_writes_nothing(tmp_path, entry, monkeypatch):
+    _serve(monkeypatch, None)
     with pytest.raises(WeightsFetchError) as err:
         weights.fetch("tiny", tmp_path)
     assert "\n" not in str(err.value) and "example.invalid/tiny.pth" in str(err.value)
@@ -80,13 +90,54 @@ def test_fetch_offline_is_one_line_and_writes_nothing(tmp_path, entry, monkeypat
 
 def test_fetch_verifies_the_download(tmp_path, entry, monkeypatch):
     _, content, _ = entry
-    monkeypatch.setattr(weights.urllib.request, "urlretrieve", lambda url, target, reporthook=None: open(target, "wb").write(content))
+    _serve(monkeypatch, content)
     assert weights.fetch("tiny", tmp_path).read_bytes() == content
     (tmp_path / "tiny.pth").unlink()
-    monkeypatch.setattr(weights.urllib.request, "urlretrieve", lambda url, target, reporthook=None: open(target, "wb").write(b"x" * 12))
+    _serve(monkeypatch, b"x" * 12)
     with pytest.raises(WeightsFetchError, match="corrupt"):
         weights.fetch("tiny", tmp_path)
-    assert not (tmp_path / "tiny.pth").exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_corrupt_file_is_replaced_only_by_a_verified_download(tmp_path, entry, monkeypatch):
+    _, content, _ = entry
+    (tmp_path / "tiny.pth").write_bytes(b"some")  # truncated
+    assert "truncated, 4 bytes, expected 12" in weights.check("tiny", tmp_path)
+    _serve(monkeypatch, None)
+    with pytest.raises(WeightsFetchError):
+        weights.fetch("tiny", tmp_path)
+    assert (tmp_path / "tiny.pth").read_bytes() == b"some"  # nothing lost to a failed download
+    _serve(monkeypatch, content)
+    assert weights.fetch("tiny", tmp_path).read_bytes() == content
+
+
+def test_an_unpublished_checksum_is_locked_at_the_first_fetch_and_checked_after(tmp_path, monkeypatch):
+    lock = tmp_path / "weights.lock.csv"
+    free = WeightsFile("free", "free.pth", "https://example.invalid/free.pth", "", "x", checksum_source="none")
+    monkeypatch.setitem(REGISTRY, "free", free)
+    folder = tmp_path / "w"
+    _serve(monkeypatch, b"released bytes")
+    assert weights.checksum_kind(free, lock) == "unpublished"
+    weights.fetch("free", folder, lock)
+    row = weights.read_lock(lock)["free"]
+    assert row["sha256"] == hashlib.sha256(b"released bytes").hexdigest() and row["size"] == "14"
+    assert weights.checksum_kind(free, lock) == "locked" and weights.check("free", folder, lock).startswith("ok")
+    # Other bytes of the same size: refused, naming the lock file.
+    (folder / "free.pth").write_bytes(b"released BYTES")
+    with pytest.raises(MissingWeightsError, match=r"differs from .* recorded in weights.lock.csv.*changed"):
+        weights.resolve_with_sha256("free", folder, lock)
+    # A truncated copy: named as truncated, from the recorded size.
+    (folder / "free.pth").write_bytes(b"released")
+    assert "truncated, 8 bytes, expected 14" in weights.check("free", folder, lock)
+
+
+def test_weights_lock_records_a_file_placed_by_hand(tmp_path, monkeypatch):
+    lock = tmp_path / "weights.lock.csv"
+    monkeypatch.setitem(REGISTRY, "free", WeightsFile("free", "free.pth", "https://example.invalid/f", "", "x"))
+    (tmp_path / "free.pth").write_bytes(b"abc")
+    assert weights.lock("free", tmp_path, lock).startswith("locked")
+    assert weights.verify_file(REGISTRY["free"], tmp_path / "free.pth", lock)[0] == "ok"
+    assert weights.lock("free", tmp_path, lock).startswith("ok")
 
 
 def test_cli_check_and_fetch_offline_end_in_one_error_line(tmp_path, entry, monkeypatch, capsys):
@@ -94,10 +145,7 @@ def test_cli_check_and_fetch_offline_end_in_one_error_line(tmp_path, entry, monk
     err = capsys.readouterr().err
     assert "missing" in err and "animbench weights fetch tiny" in err
 
-    def offline(*args, **kwargs):
-        raise urllib.error.URLError("offline")
-
-    monkeypatch.setattr(weights.urllib.request, "urlretrieve", offline)
+    _serve(monkeypatch, None)
     assert main(["weights", "fetch", "tiny", "--dir", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert "Traceback" not in err and "could not download https://example.invalid/tiny.pth" in err

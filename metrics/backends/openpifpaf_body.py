@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from data_prep.weights import DEFAULT_WEIGHTS_DIR, resolve_with_sha256
+from data_prep.weights import DEFAULT_WEIGHTS_DIR, load_pickled, resolve_with_sha256
 from metrics.backends.base import BackendInfo, register_keypoint_backend
 
 NUM_JOINTS = 17
@@ -113,9 +113,9 @@ def build_openpifpaf(
     sha256 = RANDOM_INIT
     if pretrained:
         path, sha256 = resolve_with_sha256(weights_name(checkpoint), weights_dir)
-        # openpifpaf checkpoints are pickled whole models (not state_dicts); the file is the
-        # registry's, checked against its checksum above.
-        net = torch.load(path, map_location="cpu", weights_only=False)["model"]
+        # openpifpaf checkpoints are pickled whole models (not state_dicts): unpickled only
+        # after the size and digest checks above, and only when the digest is pinned.
+        net = load_pickled(weights_name(checkpoint), path)["model"]
         model_migration(net)
         factory.consolidate_heads(net, CocoKp().head_metas)
     else:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from data_prep.weights import DEFAULT_WEIGHTS_DIR, resolve_with_sha256
+from data_prep.weights import DEFAULT_WEIGHTS_DIR, load_pickled, resolve_with_sha256
 from metrics.backends.base import BackendInfo, register_identity_backend
 
 WEIGHTS_NAME = "torchreid_resnet50_market1501"
@@ -40,8 +40,9 @@ def _frames_to_tensor(frames: np.ndarray) -> torch.Tensor:
 def load_reid_state_dict(net: torch.nn.Module, path: Path) -> None:
     """Load a torchreid checkpoint (``{"state_dict": ...}`` or a bare state_dict) without its classifier."""
     # torchreid's model-zoo files are pickled training checkpoints (epoch, rank-1 next to the
-    # state_dict); the file is the registry's, checked before this point.
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    # state_dict); its size and digest were checked before this point, and the full unpickler is
+    # used only for a file whose digest is pinned (data_prep.weights.load_pickled).
+    checkpoint = load_pickled(WEIGHTS_NAME, path)
     state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict):
         raise ValueError(f"{path}: not a torchreid checkpoint (no state_dict)")

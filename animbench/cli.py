@@ -73,25 +73,61 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> None:
+    from data_prep.devices import resolve_device
     from methods.engine.checkpoints import load_model
-    from methods.engine.config import load_method_config
     from methods.engine.reconstruct import reconstruct_dataset
+    from methods.releases import resolve_checkpoint
 
     _threads(args.threads)
-    # Released reference checkpoints carry no config: --method-config names the matching one.
-    config = load_method_config(args.method_config) if args.method_config else None
-    from data_prep.devices import resolve_device
-
+    if args.release is None and args.checkpoint is None:
+        raise ValueError("give --checkpoint (a file or a released checkpoint's name) or --release")
+    # Size and digest are checked before anything reads the file (a release: against the
+    # published or locked digest); then it is loaded as tensors and plain data only.
+    resolved = resolve_checkpoint(args.release or args.checkpoint, args.weights_dir)
+    if args.release and args.checkpoint and Path(args.checkpoint).resolve() != resolved.path.resolve():
+        raise ValueError(f"--checkpoint {args.checkpoint} is not release {args.release}'s file {resolved.path}")
+    config = _checkpoint_config(resolved.release, args.method_config, args.overrides)
     device = resolve_device(args.device)
-    model, payload = load_model(args.checkpoint, config)
+    model, payload = load_model(resolved.path, config)
     config = config or payload["animbench"]["config"]
     height, width = config["dataset_params"]["frame_shape"][:2]
     index = reconstruct_dataset(
-        model.to(device), Path(args.checkpoint), Path(args.dataset), Path(args.out), (height, width),
+        model.to(device), resolved.path, Path(args.dataset), Path(args.out), (height, width),
         batch_size=args.batch_size, progress=not args.no_progress, device=device,
+        checkpoint_sha256=resolved.sha256,
+        source={**resolved.record(), "method_config": _config_source(resolved.release, args.method_config),
+                "overrides": args.overrides},
     )
     # The report index reads the device of every job from its log.
     print(f"reconstructions indexed in {index} (device {device})")
+
+
+def _config_source(release: str | None, method_config: str | None) -> str:
+    from methods.releases import RELEASES
+
+    if method_config:
+        return _display_path(method_config)
+    return f"{RELEASES[release].config} (the release's)" if release else "carried by the checkpoint"
+
+
+def _checkpoint_config(release: str | None, method_config: str | None, overrides: dict) -> dict | None:
+    """The method config of a checkpoint: a release's (ours for its dataset, its align_corners),
+    ``--method-config``, or None (our checkpoints carry theirs); ``--overrides`` over it."""
+    from methods.engine.config import load_method_config
+    from methods.releases import release_method_config
+
+    if method_config:
+        extra = {}
+        if release:
+            from methods.releases import RELEASES
+
+            extra = RELEASES[release].overrides()
+        return load_method_config(method_config, overrides={**extra, **overrides})
+    if release:
+        return release_method_config(release, REPO, overrides)
+    if overrides:
+        raise ValueError("--overrides needs --method-config or --release (a checkpoint's own config is used as is)")
+    return None
 
 
 def cmd_train_avd(args: argparse.Namespace) -> None:
@@ -115,12 +151,16 @@ def cmd_train_avd(args: argparse.Namespace) -> None:
 
 def cmd_animate(args: argparse.Namespace) -> None:
     from methods.engine.animate import animate_file
-    from methods.engine.config import load_method_config
+    from methods.releases import resolve_checkpoint
 
     _threads(args.threads)
+    if args.release is None and args.checkpoint is None:
+        raise ValueError("give --checkpoint (a file or a released checkpoint's name) or --release")
+    # A release's digest is checked before it is read; its AVD network drives mode avd.
+    resolved = resolve_checkpoint(args.release or args.checkpoint, args.weights_dir)
     count = animate_file(
-        args.checkpoint, args.source, args.driving, args.out, mode=args.mode,
-        method_config=load_method_config(args.method_config) if args.method_config else None,
+        resolved.path, args.source, args.driving, args.out, mode=args.mode,
+        method_config=_checkpoint_config(resolved.release, args.method_config, args.overrides),
         device=_device(args.device), batch_size=args.batch_size,
         adapt_movement_scale=False if args.no_adapt_scale else None, progress=not args.no_progress,
     )
@@ -329,8 +369,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("reconstruct", help="reconstruct every test video from its first frame")
-    p.add_argument("--checkpoint", required=True, help="ours, or a released one (with --method-config)")
+    p.add_argument("--checkpoint", default=None,
+                   help="ours, a released checkpoint's name (`animbench weights list`), or a file (with --method-config)")
+    p.add_argument("--release", default=None,
+                   help="a released checkpoint's name: its file in --weights-dir, digest checked, and its config")
     p.add_argument("--method-config", default=None, help="config of a checkpoint that carries none")
+    p.add_argument("--overrides", type=_json, default={}, help="JSON of dotted keys over the method config")
+    p.add_argument("--weights-dir", default="resources/weights", help="where released checkpoints are")
     p.add_argument("--dataset", required=True)
     p.add_argument("--out", required=True, help="folder of stacked PNGs + index.csv")
     p.add_argument("--batch-size", type=int, default=16)
@@ -350,8 +395,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train_avd)
 
     p = sub.add_parser("animate", help="animate a source image by a driving video")
-    p.add_argument("--checkpoint", required=True, help="ours, or a released one (with --method-config)")
+    p.add_argument("--checkpoint", default=None,
+                   help="ours, a released checkpoint's name (`animbench weights list`), or a file (with --method-config)")
+    p.add_argument("--release", default=None,
+                   help="a released checkpoint's name: its file in --weights-dir, digest checked, and its config")
     p.add_argument("--method-config", default=None, help="config of a checkpoint that carries none")
+    p.add_argument("--overrides", type=_json, default={}, help="JSON of dotted keys over the method config")
+    p.add_argument("--weights-dir", default="resources/weights", help="where released checkpoints are")
     p.add_argument("--source", required=True, help="source image (centre-cropped to a square, resized to the model's frame_shape)")
     p.add_argument("--driving", required=True, help="driving video (mp4, gif, ... or a folder of 0000000.png frames)")
     p.add_argument("--mode", choices=["standard", "relative", "avd"], default="relative")

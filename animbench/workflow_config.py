@@ -80,6 +80,7 @@ def check_workflow_config(config: dict[str, Any], source: str, repo: Path) -> di
     for name, dataset in config["datasets"].items():
         _known("dataset builder", dataset["builder"], builders, f"{source}: datasets.{name}.builder")
         _known("protocol", dataset["protocol"], protocols, f"{source}: datasets.{name}.protocol")
+    _check_checkpoint_runs(config, source)
     from reports.seeds import collisions
 
     clash = collisions(config)
@@ -89,6 +90,52 @@ def check_workflow_config(config: dict[str, Any], source: str, repo: Path) -> di
             "folder would be shared); rename it"
         )
     return config
+
+
+def _looks_like_path(value: str) -> bool:
+    return "/" in value or value.endswith((".pt", ".pth", ".tar"))
+
+
+def _check_checkpoint_runs(config: dict[str, Any], source: str) -> None:
+    """A run with ``checkpoint:`` names known releases of its own method (or file paths) on
+    defined datasets, and has no seeds (nothing is trained)."""
+    from methods.releases import RELEASES, list_releases
+
+    for name, run in config["runs"].items():
+        if "checkpoint" not in run:
+            continue
+        key = f"{source}: runs.{name}.checkpoint"
+        if "seeds" in run:
+            raise WorkflowConfigError(
+                f"{source}: runs.{name} has both checkpoint and seeds; a run with a checkpoint is not "
+                "trained, so it has no seeds: remove one of them"
+            )
+        found = run["checkpoint"]
+        per_dataset = found if isinstance(found, dict) else {None: found}
+        for dataset, value in per_dataset.items():
+            where = key if dataset is None else f"{key}.{dataset}"
+            if dataset is not None and dataset not in config["datasets"]:
+                raise WorkflowConfigError(
+                    f"{where}: dataset {dataset!r} is not defined under 'datasets:' (defined: "
+                    f"{', '.join(sorted(config['datasets']))}); fix the name"
+                )
+            if value in RELEASES:
+                release = RELEASES[value]
+                if release.method != run["method"]:
+                    raise WorkflowConfigError(
+                        f"{where}: {value!r} is a {release.method} checkpoint, but the run's method is "
+                        f"{run['method']!r}; fix one of them"
+                    )
+                if dataset is not None and release.dataset != dataset:
+                    raise WorkflowConfigError(
+                        f"{where}: {value!r} was trained on {release.dataset!r}, not {dataset!r}; map it "
+                        f"to {release.dataset!r} (or name the file by path to measure it elsewhere)"
+                    )
+            elif not _looks_like_path(value):
+                raise WorkflowConfigError(
+                    f"{where}: unknown released checkpoint {value!r} (known: {', '.join(list_releases())}); "
+                    "fix the name, or give a file path"
+                )
 
 
 def load_workflow_config(paths: list[Path], repo: Path) -> dict[str, Any]:

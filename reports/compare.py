@@ -21,6 +21,7 @@ from data_prep.io import write_text
 from metrics.baseline import RUN_NAME as BASELINE_RUN
 from metrics.uncertainty import Comparison, compare, interval, video_sums
 from reports import provenance
+from reports import run_kinds
 from reports.seeds import members
 from reports.table1 import METRIC_KEYS, fmt_metric
 
@@ -89,7 +90,7 @@ def render_compare(config: dict[str, Any], out: Path, repo: Path, config_name: s
     results_dir = Path(config["paths"]["results"])
     sections = []
     for dataset in config["table1"]["datasets"]:
-        runs = list(config["table1"]["runs"])
+        runs = [r for r in config["table1"]["runs"] if run_kinds.applies(config, r, dataset)]
         if (results_dir / dataset / BASELINE_RUN / "metrics.csv").is_file():
             runs.append(BASELINE_RUN)
         # A run with several seeds compares with every seed's frames pooled (as Table 1 shows it).

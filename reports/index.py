@@ -21,6 +21,7 @@ import pandas as pd
 from data_prep.io import atomic_path
 from reports import provenance
 from reports.curves import plot_training_curves
+from reports import run_kinds
 from reports.seeds import members
 
 #: Reports the index links when they exist, in this order: (file name, title).
@@ -92,7 +93,8 @@ def render_index(config: dict[str, Any], out: Path, repo: Path, root: Path, conf
     reports_dir = out.parent
     runs = []
     for dataset in config["table1"]["datasets"]:
-        for run, trained in ((r, m) for r in config["table1"]["runs"] for m in members(config, r)):
+        # Runs trained here (a released checkpoint has no training log).
+        for run, trained in ((r, m) for r in run_kinds.trained(config, config["table1"]["runs"]) for m in members(config, r)):
             run_dir = root / config["paths"]["results"] / dataset / trained
             entry: dict[str, Any] = {"dataset": dataset, "run": trained, "method": config["runs"][run]["method"]}
             log = run_dir / "train_log.csv"

@@ -15,8 +15,9 @@ from data_prep.io import write_text
 from metrics.aggregate import frame_weighted, measured_frames, per_video, skipped_frames
 from metrics.baseline import RUN_NAME as BASELINE_RUN
 from metrics.protocols import get_protocol
+from methods.engine.reconstruct import SOURCE_NAME
 from metrics.uncertainty import Interval, compare, intervals
-from reports import paper, provenance
+from reports import paper, provenance, run_kinds
 from reports.seeds import member_seeds, members
 from reports.strips import comparison_strips
 from reports.usage import dataset_usage
@@ -47,6 +48,8 @@ class RunResult:
     seeds: dict[int, tuple[str, dict[str, float]]] = field(default_factory=dict)
     #: metric -> standard deviation of the frame-weighted means over seeds (only with >= 2 seeds)
     seed_spread: dict[str, float] = field(default_factory=dict)
+    #: reconstruction/checkpoint.json: the checkpoint's file, SHA-256 and release name
+    checkpoint: dict[str, Any] = field(default_factory=dict)
 
 
 def load_run(results_dir: Path, dataset: str, run: str, trained: dict[str, int] | None = None) -> RunResult:
@@ -65,6 +68,8 @@ def load_run(results_dir: Path, dataset: str, run: str, trained: dict[str, int] 
     info = json.loads(info_path.read_text()) if info_path.exists() else {}
     record_path = run_dir / "metrics.json"
     record = json.loads(record_path.read_text()) if record_path.exists() else {}
+    source_path = run_dir / "reconstruction" / SOURCE_NAME
+    checkpoint = json.loads(source_path.read_text()) if source_path.exists() else {}
     spread = {}
     if len(per_seed) > 1:
         for metric in METRIC_KEYS.values():
@@ -85,6 +90,7 @@ def load_run(results_dir: Path, dataset: str, run: str, trained: dict[str, int] 
         table=table,
         seeds=per_seed if len(per_seed) > 1 else {},
         seed_spread=spread,
+        checkpoint=checkpoint,
     )
 
 
@@ -112,8 +118,28 @@ def best_beyond_noise(results: list[RunResult], dataset: str, metric: str) -> st
     return best.run if verdict == "worse" else None
 
 
-def build_rows(results: list[RunResult], datasets: list[str], runs: list[str]) -> list[dict[str, Any]]:
-    """One row per method: ours where run, the paper's where reported; the no-motion baseline last of ours."""
+def _delta(mine: float | None, other: float | str | None, metric: str) -> str:
+    """``mine − other`` signed, in the metric's format ("" when either is missing)."""
+    try:
+        value = float(mine) - float(other)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return ""
+    return "" if math.isnan(value) else ("+" if value >= 0 else "−") + fmt_metric(abs(value), metric)
+
+
+def build_rows(
+    results: list[RunResult],
+    datasets: list[str],
+    runs: list[str],
+    released: dict[str, str] | None = None,
+    trained: dict[tuple[str, str], RunResult] | None = None,
+) -> list[dict[str, Any]]:
+    """One row per method: ours where run, the paper's where reported; the no-motion baseline last of ours.
+
+    ``released``: run -> method of the runs that reconstruct with a released checkpoint; their
+    cells also show the paper's number of that method, our training's (``trained``: (method,
+    dataset) -> result, where it exists) and the differences, and the checkpoint's digest."""
+    released, trained = released or {}, trained or {}
     reference = paper.paper_table1()
     ours_runs = list(runs) + ([BASELINE_RUN] if any(r.run == BASELINE_RUN for r in results) else [])
     methods = ours_runs + [m for m in reference["method"].unique() if m not in {paper.paper_name(r) for r in runs}]
@@ -122,22 +148,38 @@ def build_rows(results: list[RunResult], datasets: list[str], runs: list[str]) -
     rows = []
     for method in methods:
         is_run = method in ours_runs
-        name = (BASELINE_LABEL if method == BASELINE_RUN else paper.paper_name(method)) if is_run else method
+        if method in released:
+            name = paper.paper_name(released[method])
+        else:
+            name = (BASELINE_LABEL if method == BASELINE_RUN else paper.paper_name(method)) if is_run else method
         cells = []
         for dataset in datasets:
             ref = reference[(reference["method"] == name) & (reference["dataset"] == dataset)]
+            result = ours.get((method, dataset))
             for metric in paper.METRICS:
-                result = ours.get((method, dataset))
-                mine = result.frame_weighted.get(METRIC_KEYS[metric]) if result else None
+                key = METRIC_KEYS[metric]
+                mine = result.frame_weighted.get(key) if result else None
                 theirs = ref[metric].iloc[0] if len(ref) else ""
-                found = result.intervals.get(METRIC_KEYS[metric]) if result else None
-                spread = result.seed_spread.get(METRIC_KEYS[metric]) if result else None
-                cells.append({"ours": fmt_metric(mine, metric), "interval": fmt_interval(found, metric),
-                              "spread": fmt_spread(spread, metric),
-                              "best": is_run and best[(dataset, metric)] == method,
-                              "paper": theirs or "—"})
+                found = result.intervals.get(key) if result else None
+                spread = result.seed_spread.get(key) if result else None
+                cell = {"ours": fmt_metric(mine, metric), "interval": fmt_interval(found, metric),
+                        "spread": fmt_spread(spread, metric),
+                        "best": is_run and best[(dataset, metric)] == method,
+                        "paper": theirs or "—", "released": None}
+                if method in released and result is not None:
+                    ours_trained = trained.get((released[method], dataset))
+                    value = ours_trained.frame_weighted.get(key) if ours_trained else None
+                    cell["released"] = {
+                        "paper_delta": _delta(mine, theirs, metric),
+                        "trained": fmt_metric(value, metric) if ours_trained else "",
+                        "trained_delta": _delta(mine, value, metric),
+                        "digest": str(result.checkpoint.get("sha256", ""))[:12],
+                        "release": result.checkpoint.get("release") or result.checkpoint.get("file", ""),
+                    }
+                cells.append(cell)
         seeds = sorted({seed for (run, _), r in ours.items() if run == method for seed in r.seeds})
-        rows.append({"method": method, "label": name or method, "is_run": is_run, "cells": cells, "seeds": seeds})
+        label = f"{name} — released checkpoint" if method in released else (name or method)
+        rows.append({"method": method, "label": label, "is_run": is_run, "cells": cells, "seeds": seeds})
     return rows
 
 
@@ -190,7 +232,16 @@ def render_table1(config: dict[str, Any], out: Path, repo: Path, config_name: st
     datasets_dir, results_dir = Path(paths["datasets"]), Path(paths["results"])
     table = config["table1"]
     run_datasets, runs = table["datasets"], table["runs"]
-    results = [load_run(results_dir, d, r, member_seeds(config, r)) for d in run_datasets for r in runs]
+    results = [load_run(results_dir, d, r, member_seeds(config, r)) for d in run_datasets for r in runs
+               if run_kinds.applies(config, r, d)]
+    # Released checkpoints are set beside our training of the same method where it exists
+    # (paper.yaml's run named after the method, in the same results folder).
+    released = {r: config["runs"][r]["method"] for r in runs if run_kinds.is_released(config, r)}
+    trained = {
+        (method, d): load_run(results_dir, d, method)
+        for method in set(released.values()) for d in run_datasets
+        if (results_dir / d / method / "metrics.csv").is_file()
+    }
     # The no-motion row is shown wherever its metrics exist (the DAG always makes them).
     results += [load_run(results_dir, d, BASELINE_RUN) for d in run_datasets if (results_dir / d / BASELINE_RUN / "metrics.csv").exists()]
     reference = paper.paper_table1()
@@ -200,12 +251,12 @@ def render_table1(config: dict[str, Any], out: Path, repo: Path, config_name: st
     pictures = []
     for dataset in run_datasets:
         # A run with seeds is pictured by its first seed's reconstruction.
-        shown = {r: members(config, r)[0] for r in runs}
-        index = pd.read_csv(results_dir / dataset / shown[runs[0]] / "reconstruction" / "index.csv")
+        shown = {r: members(config, r)[0] for r in runs if run_kinds.applies(config, r, dataset)}
+        index = pd.read_csv(results_dir / dataset / next(iter(shown.values())) / "reconstruction" / "index.csv")
         video = str(index["video"].iloc[0])
         truth, strips, frames = comparison_strips(
             datasets_dir / dataset / "test" / video,
-            {r: results_dir / dataset / shown[r] / "reconstruction" / f"{video}.png" for r in runs},
+            {r: results_dir / dataset / m / "reconstruction" / f"{video}.png" for r, m in shown.items()},
         )
         pictures.append({"dataset": dataset, "video": video, "frames": frames, "truth": truth, "runs": strips})
 
@@ -216,7 +267,8 @@ def render_table1(config: dict[str, Any], out: Path, repo: Path, config_name: st
         datasets=datasets,
         run_datasets=run_datasets,
         metrics=paper.METRICS,
-        rows=build_rows(results, datasets, runs),
+        rows=build_rows(results, datasets, runs, released, trained),
+        released=released,
         seed_rows=seed_rows(results, run_datasets),
         results=results,
         usage=usage,

@@ -8,7 +8,9 @@ interrupted run of the same checkpoint are kept, so a rerun resumes.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import torch
@@ -20,6 +22,8 @@ from data_prep.video import to_uint8, write_stacked_png
 from methods.base import AnimationModel, expand_features
 
 INDEX_NAME = "index.csv"
+#: The checkpoint the reconstructions came from: file, SHA-256, release name, where it was checked.
+SOURCE_NAME = "checkpoint.json"
 
 
 @torch.no_grad()
@@ -50,18 +54,22 @@ def reconstruct_dataset(
     batch_size: int = 16,
     progress: bool = True,
     device: torch.device | str | None = None,
+    checkpoint_sha256: str | None = None,
+    source: dict[str, Any] | None = None,
 ) -> Path:
     """Reconstruct every available test video into ``out_dir``; return the index CSV path.
 
     The index lists video, frames and file of every reconstruction; it is written last, so its
     presence means the directory is complete. Frames go to ``device`` (default: where the
-    model's weights are).
+    model's weights are). ``source`` (the checkpoint's file, digest, release) is written to
+    ``checkpoint.json`` beside the index: the reports show the digest beside the numbers.
     """
     if device is None:
         device = next(model.parameters()).device
     out_dir.mkdir(parents=True, exist_ok=True)
     marker = out_dir / ".checkpoint"
-    checkpoint_id = file_sha256(checkpoint)[:16]
+    digest = checkpoint_sha256 or file_sha256(checkpoint)
+    checkpoint_id = digest[:16]
     if not marker.exists() or marker.read_text() != checkpoint_id:
         # Reconstructions of another checkpoint must not survive into this one.
         for stale in out_dir.glob("*.png"):
@@ -80,6 +88,8 @@ def reconstruct_dataset(
         prediction = reconstruct_video(model, item["frames"].to(device), batch_size=batch_size)
         write_stacked_png(path, to_uint8(prediction.permute(0, 2, 3, 1).cpu().numpy()))
         rows.append({"video": name, "frames": int(prediction.shape[0]), "file": path.name})
+    record = {"file": str(checkpoint), "sha256": digest, **(source or {})}
+    write_text(out_dir / SOURCE_NAME, json.dumps(record, indent=1, sort_keys=True) + "\n")
     index_path = out_dir / INDEX_NAME
     with atomic_path(index_path) as tmp:
         pd.DataFrame(rows, columns=["video", "frames", "file"]).to_csv(tmp, index=False)

@@ -40,5 +40,5 @@ rule avd_all:
         expand(
             f"{RESULTS_DIR}/{{dataset}}/{{run}}/checkpoint_avd.pt",
             dataset=config["table1"]["datasets"],
-            run=trained_runs(config["table1"]["runs"]),
+            run=trained_runs(run_kinds.trained(config, config["table1"]["runs"])),
         ),

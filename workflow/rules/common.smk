@@ -2,10 +2,12 @@
 import ast
 import functools
 import json
+import shlex
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
+from reports import run_kinds
 from reports import seeds as run_seeds
 
 REPO = Path(workflow.basedir)
@@ -216,6 +218,11 @@ def method_config(wildcards):
     """methods/configs/{method}/{dataset}.yaml unless the run names its own config."""
     run = run_entry(wildcards)
     dataset_entry(wildcards)
+    if "checkpoint" in run:
+        raise UndefinedInConfig(
+            f"run {wildcards.run!r} reconstructs with checkpoint {run['checkpoint']!r}: it is not "
+            f"trained; target {RESULTS_DIR}/{wildcards.dataset}/{wildcards.run}/metrics.csv instead"
+        )
     path = REPO / run.get("config", f"methods/configs/{run['method']}/{wildcards.dataset}.yaml")
     if not path.is_file():
         raise UndefinedInConfig(
@@ -227,6 +234,54 @@ def method_config(wildcards):
 
 def run_overrides(wildcards):
     return json.dumps(run_entry(wildcards).get("overrides", {}))
+
+
+def _released_checkpoint(wildcards):
+    """The release name or path of a run with `checkpoint:` on this dataset (None if trained)."""
+    run_entry(wildcards)
+    dataset_entry(wildcards)
+    if not run_kinds.is_released(config, wildcards.run):
+        return None
+    found = run_kinds.checkpoint_of(config, wildcards.run, wildcards.dataset)
+    if found is None:
+        raise UndefinedInConfig(
+            f"run {wildcards.run!r} names no checkpoint for dataset {wildcards.dataset!r} "
+            f"(runs.{wildcards.run}.checkpoint lists {', '.join(config['runs'][wildcards.run]['checkpoint'])})"
+        )
+    return found
+
+
+def reconstruct_checkpoint(wildcards):
+    """What reconstruction loads: our training's checkpoint.pt, a release's file in the weights
+    folder (rule fetch_weights_file downloads it where the internet is reachable), or a path."""
+    from methods.releases import RELEASES
+    from data_prep.weights import REGISTRY
+
+    found = _released_checkpoint(wildcards)
+    if found is None:
+        return f"{RESULTS_DIR}/{wildcards.dataset}/{wildcards.run}/checkpoint.pt"
+    if found in RELEASES:
+        return f"{config['paths']['weights']}/{REGISTRY[found].filename}"
+    return found
+
+
+def reconstruct_args(wildcards):
+    """`animbench reconstruct` arguments of a run with `checkpoint:`: the release (whose digest
+    the command checks before loading) and the method config (a release's default: ours for its
+    dataset, with its align_corners)."""
+    from methods.releases import RELEASES
+
+    found = _released_checkpoint(wildcards)
+    if found is None:
+        return ""
+    run = run_entry(wildcards)
+    parts = [f"--release {found}"] if found in RELEASES else []
+    if "config" in run or found not in RELEASES:
+        default = f"methods/configs/{run['method']}/{wildcards.dataset}.yaml"
+        parts.append(f"--method-config {REPO / run.get('config', default)}")
+    if run.get("overrides"):
+        parts.append("--overrides " + shlex.quote(json.dumps(run["overrides"])))
+    return " ".join(parts)
 
 
 def dataset_protocol(wildcards):
@@ -241,20 +296,28 @@ def dataset_params(wildcards):
     return json.dumps(dataset_entry(wildcards).get("params", {}))
 
 
+def run_results(name, datasets, runs):
+    """`{results}/{dataset}/{run}/{name}` of every trained run (one per seed) and released run
+    of `runs` on each of `datasets` it applies to (a per-dataset checkpoint map may skip some)."""
+    return [
+        f"{RESULTS_DIR}/{dataset}/{member}/{name}"
+        for dataset in datasets
+        for run in runs
+        if run_kinds.applies(config, run, dataset)
+        for member in run_seeds.members(config, run)
+    ]
+
+
 def table1_metrics():
-    return expand(
-        f"{RESULTS_DIR}/{{dataset}}/{{run}}/metrics.csv",
-        dataset=config["table1"]["datasets"],
-        run=trained_runs(config["table1"]["runs"]),
-    )
+    return run_results("metrics.csv", config["table1"]["datasets"], config["table1"]["runs"])
 
 
 def regression_metrics():
     section = config.get("regression") or {}
-    return expand(
-        f"{RESULTS_DIR}/{{dataset}}/{{run}}/metrics.csv",
-        dataset=section.get("datasets", config["table1"]["datasets"]),
-        run=trained_runs(section.get("runs", config["table1"]["runs"])),
+    return run_results(
+        "metrics.csv",
+        section.get("datasets", config["table1"]["datasets"]),
+        section.get("runs", config["table1"]["runs"]),
     )
 
 

@@ -83,19 +83,16 @@ rule index:
     input:
         table1="reports/table1.html",
         compare="reports/compare.html",
-        runs=expand(
-            f"{RESULTS_DIR}/{{dataset}}/{{run}}/run.json",
-            dataset=config["table1"]["datasets"],
-            run=trained_runs(config["table1"]["runs"]),
-        ),
+        # Training logs and curves: runs trained here (a released checkpoint has none).
+        runs=run_results("run.json", config["table1"]["datasets"], run_kinds.trained(config, config["table1"]["runs"])),
         code=step_sources("reports.index"),
     output:
         html="reports/index.html",
-        curves=expand(
-            "reports/curves/{dataset}/{run}.png",
-            dataset=config["table1"]["datasets"],
-            run=trained_runs(config["table1"]["runs"]),
-        ),
+        curves=[
+            f"reports/curves/{dataset}/{run}.png"
+            for dataset in config["table1"]["datasets"]
+            for run in trained_runs(run_kinds.trained(config, config["table1"]["runs"]))
+        ],
     params:
         config=json.dumps(config),
         config_name=", ".join(str(Path(f).name) for f in workflow.configfiles),

@@ -36,7 +36,8 @@ rule train:
 
 rule reconstruct:
     input:
-        checkpoint=f"{RESULTS_DIR}/{{dataset}}/{{run}}/checkpoint.pt",
+        # Our training's checkpoint.pt, or a released checkpoint (a run with `checkpoint:`).
+        checkpoint=reconstruct_checkpoint,
         manifest=f"{DATASETS_DIR}/{{dataset}}/manifest.csv",
         code=method_sources("methods.engine.reconstruct", "methods.engine.checkpoints", "methods.engine.config"),
     output:
@@ -49,6 +50,8 @@ rule reconstruct:
         dataset=lambda wildcards, input: str(Path(input.manifest).parent),
         out=lambda wildcards, output: str(Path(output.index).parent),
         device=device,
+        released=reconstruct_args,
+        weights=config["paths"]["weights"],
     conda:
         "../../environment.yml"
     log:
@@ -64,6 +67,6 @@ rule reconstruct:
     shell:
         ROTATE_LOG
         + "rm -f {params.out}/*.png {params.out}/.checkpoint; "
-        "animbench reconstruct --checkpoint {input.checkpoint} --dataset {params.dataset} "
-        "--out {params.out} --device {params.device} --threads {threads} --no-progress"
+        "animbench reconstruct --checkpoint {input.checkpoint} {params.released} --weights-dir {params.weights} "
+        "--dataset {params.dataset} --out {params.out} --device {params.device} --threads {threads} --no-progress"
         + TO_LOG

@@ -28,8 +28,17 @@ def weights_needed(wildcards):
     from metrics.protocols import get_protocol, protocol_weights
 
     names, datasets = [], []
+    from methods.releases import RELEASES
+    from reports import run_kinds
+
     for run, dataset in _report_runs():
-        if run in config["runs"]:
+        if run not in config["runs"] or not run_kinds.applies(config, run, dataset):
+            continue
+        if run_kinds.is_released(config, run):
+            # A released run needs its checkpoint file (when it names a release), no training weights.
+            found = run_kinds.checkpoint_of(config, run, dataset)
+            names += [found] if found in RELEASES else []
+        else:
             _, method_config = run_method_config(config["runs"][run], dataset, REPO)
             names += required_weights(method_config)
         if dataset not in datasets:

@@ -76,7 +76,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
     from data_prep.devices import resolve_device
     from methods.engine.checkpoints import load_model
     from methods.engine.reconstruct import reconstruct_dataset
-    from methods.releases import resolve_checkpoint
+    from methods.engine.releases import resolve_checkpoint
 
     _threads(args.threads)
     if args.release is None and args.checkpoint is None:
@@ -103,7 +103,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
 
 
 def _config_source(release: str | None, method_config: str | None) -> str:
-    from methods.releases import RELEASES
+    from methods.engine.releases import RELEASES
 
     if method_config:
         return _display_path(method_config)
@@ -114,12 +114,12 @@ def _checkpoint_config(release: str | None, method_config: str | None, overrides
     """The method config of a checkpoint: a release's (ours for its dataset, its align_corners),
     ``--method-config``, or None (our checkpoints carry theirs); ``--overrides`` over it."""
     from methods.engine.config import load_method_config
-    from methods.releases import release_method_config
+    from methods.engine.releases import release_method_config
 
     if method_config:
         extra = {}
         if release:
-            from methods.releases import RELEASES
+            from methods.engine.releases import RELEASES
 
             extra = RELEASES[release].overrides()
         return load_method_config(method_config, overrides={**extra, **overrides})
@@ -151,7 +151,7 @@ def cmd_train_avd(args: argparse.Namespace) -> None:
 
 def cmd_animate(args: argparse.Namespace) -> None:
     from methods.engine.animate import animate_file
-    from methods.releases import resolve_checkpoint
+    from methods.engine.releases import resolve_checkpoint
 
     _threads(args.threads)
     if args.release is None and args.checkpoint is None:

@@ -99,7 +99,7 @@ def _looks_like_path(value: str) -> bool:
 def _check_checkpoint_runs(config: dict[str, Any], source: str) -> None:
     """A run with ``checkpoint:`` names known releases of its own method (or file paths) on
     defined datasets, and has no seeds (nothing is trained)."""
-    from methods.releases import RELEASES, list_releases
+    from methods.engine.releases import RELEASES, list_releases
 
     for name, run in config["runs"].items():
         if "checkpoint" not in run:

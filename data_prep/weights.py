@@ -70,8 +70,8 @@ class WeightsFile:
 
 
 #: Every weights file by name: the networks of losses and evaluators, declared below, and the
-#: methods' released checkpoints, declared with their run metadata in methods/releases.py.
-REGISTRY: Registry[WeightsFile] = Registry("weights", builtin_modules=("methods.releases",))
+#: methods' released checkpoints, declared with their run metadata in methods/engine/releases.py.
+REGISTRY: Registry[WeightsFile] = Registry("weights", builtin_modules=("methods.engine.releases",))
 
 
 def register(entry: WeightsFile) -> WeightsFile:
@@ -216,16 +216,23 @@ class WeightsFetchError(MissingWeightsError):
     """A download failed (offline, refused, or the bytes did not match the checksum)."""
 
 
-def read_lock(lock_file: Path = LOCK_FILE) -> dict[str, dict[str, str]]:
+def _lock_path(lock_file: Path | None) -> Path:
+    # Looked up at call time (not a default argument), so tests can point LOCK_FILE elsewhere.
+    return lock_file if lock_file is not None else LOCK_FILE
+
+
+def read_lock(lock_file: Path | None = None) -> dict[str, dict[str, str]]:
     """Lock entries by registry name: ``size``, ``sha256``, ``filename``, ``recorded``."""
+    lock_file = _lock_path(lock_file)
     if not lock_file.is_file():
         return {}
     with open(lock_file, newline="") as handle:
         return {row["name"]: row for row in csv.DictReader(line for line in handle if not line.startswith("#"))}
 
 
-def record_lock(name: str, path: Path, digest: str, lock_file: Path = LOCK_FILE) -> None:
+def record_lock(name: str, path: Path, digest: str, lock_file: Path | None = None) -> None:
     """Add (or keep) the lock entry of ``name``: the file's size and SHA-256, today's date."""
+    lock_file = _lock_path(lock_file)
     entries = read_lock(lock_file)
     if name in entries:
         return
@@ -240,7 +247,7 @@ def record_lock(name: str, path: Path, digest: str, lock_file: Path = LOCK_FILE)
         writer.writerows(entries[n] for n in sorted(entries))
 
 
-def checksum_kind(entry: WeightsFile, lock_file: Path = LOCK_FILE) -> str:
+def checksum_kind(entry: WeightsFile, lock_file: Path | None = None) -> str:
     """The entry's published checksum kind, or ``locked`` when only the lock file pins it."""
     if entry.checksum_kind == "unpublished" and entry.name in read_lock(lock_file):
         return "locked"
@@ -257,12 +264,13 @@ def _how(entry: WeightsFile, weights_dir: str | Path) -> str:
     )
 
 
-def verify_file(entry: WeightsFile, path: Path, lock_file: Path = LOCK_FILE) -> tuple[str, str]:
+def verify_file(entry: WeightsFile, path: Path, lock_file: Path | None = None) -> tuple[str, str]:
     """``(status, sha256)`` of a local file: status is ok, unverified or a reason it is corrupt.
 
     The size is checked first (a truncated download is named as such, without hashing), then the
     digest against the published checksum and against the lock file's.
     """
+    lock_file = _lock_path(lock_file)
     locked = read_lock(lock_file).get(entry.name)
     size = entry.size if entry.size is not None else (int(locked["size"]) if locked else None)
     found = path.stat().st_size
@@ -285,9 +293,10 @@ def verify_file(entry: WeightsFile, path: Path, lock_file: Path = LOCK_FILE) -> 
 
 
 def resolve_with_sha256(
-    name: str, weights_dir: str | Path = DEFAULT_WEIGHTS_DIR, lock_file: Path = LOCK_FILE
+    name: str, weights_dir: str | Path = DEFAULT_WEIGHTS_DIR, lock_file: Path | None = None
 ) -> tuple[Path, str]:
     """Verified local path of weights ``name`` and the file's full SHA-256 (recorded by evaluators)."""
+    lock_file = _lock_path(lock_file)
     entry = REGISTRY.get(name)
     path = Path(weights_dir) / entry.filename
     if not path.is_file():
@@ -320,7 +329,7 @@ def resolve(name: str, weights_dir: str | Path = DEFAULT_WEIGHTS_DIR, verify: bo
     return path
 
 
-def check(name: str, weights_dir: str | Path = DEFAULT_WEIGHTS_DIR, lock_file: Path = LOCK_FILE) -> str:
+def check(name: str, weights_dir: str | Path = DEFAULT_WEIGHTS_DIR, lock_file: Path | None = None) -> str:
     """One word-first status line for ``animbench weights check``: ok / unverified / missing / corrupt."""
     entry = REGISTRY.get(name)
     path = Path(weights_dir) / entry.filename
@@ -336,8 +345,9 @@ def check(name: str, weights_dir: str | Path = DEFAULT_WEIGHTS_DIR, lock_file: P
     return f"corrupt     {name}: {path} ({status.removeprefix('corrupt: ')}); re-fetch from {entry.url}"
 
 
-def lock(name: str, weights_dir: str | Path = DEFAULT_WEIGHTS_DIR, lock_file: Path = LOCK_FILE) -> str:
+def lock(name: str, weights_dir: str | Path = DEFAULT_WEIGHTS_DIR, lock_file: Path | None = None) -> str:
     """Record the digest of a present, unverified file (one placed by hand) in the lock file."""
+    lock_file = _lock_path(lock_file)
     entry = REGISTRY.get(name)
     path = Path(weights_dir) / entry.filename
     if not path.is_file():
@@ -351,12 +361,13 @@ def lock(name: str, weights_dir: str | Path = DEFAULT_WEIGHTS_DIR, lock_file: Pa
     return f"ok          {name}: already checked against {checksum_kind(entry, lock_file)}"
 
 
-def load_pickled(name: str, path: Path, lock_file: Path = LOCK_FILE) -> object:
+def load_pickled(name: str, path: Path, lock_file: Path | None = None) -> object:
     """``torch.load`` of registry file ``name`` (already resolved, so its size and digest were
     checked): tensors and plain data only when that suffices; the full unpickler, which can run
     code, only for a file whose digest is pinned (published, or recorded in the lock file), since
     some upstream files are pickled objects (openpifpaf's whole models, torchreid's training
     checkpoints)."""
+    lock_file = _lock_path(lock_file)
     import pickle
 
     import torch
@@ -412,7 +423,7 @@ def _downloader(entry: WeightsFile) -> Callable[[str, str, object], None]:
     return pooch.HTTPDownloader(progressbar=True)
 
 
-def fetch(name: str, weights_dir: str | Path = DEFAULT_WEIGHTS_DIR, lock_file: Path = LOCK_FILE) -> Path:
+def fetch(name: str, weights_dir: str | Path = DEFAULT_WEIGHTS_DIR, lock_file: Path | None = None) -> Path:
     """Download weights ``name`` from its official location, verify, and move it into place.
 
     An already present, verified file is kept. The download lands in a temporary folder and
@@ -420,6 +431,7 @@ def fetch(name: str, weights_dir: str | Path = DEFAULT_WEIGHTS_DIR, lock_file: P
     raises :class:`WeightsFetchError` with one line naming the location and the reason. The first
     download of a file with no published checksum records its digest in the lock file.
     """
+    lock_file = _lock_path(lock_file)
     import pooch
 
     entry = REGISTRY.get(name)

@@ -20,8 +20,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from data_prep.io import write_text
 from metrics.baseline import RUN_NAME as BASELINE_RUN
 from metrics.uncertainty import Comparison, compare, interval, video_sums
-from reports import provenance
-from reports import run_kinds
+from reports import provenance, run_kinds
 from reports.seeds import members
 from reports.table1 import METRIC_KEYS, fmt_metric
 

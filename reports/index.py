@@ -19,9 +19,8 @@ import jinja2
 import pandas as pd
 
 from data_prep.io import atomic_path
-from reports import provenance
+from reports import provenance, run_kinds
 from reports.curves import plot_training_curves
-from reports import run_kinds
 from reports.seeds import members
 
 #: Reports the index links when they exist, in this order: (file name, title).

@@ -36,7 +36,7 @@ import pandas as pd
 from data_prep.io import atomic_path
 from metrics.aggregate import frame_weighted
 from metrics.uncertainty import CONFIDENCE, compare_sums, video_sums
-from reports import provenance
+from reports import provenance, run_kinds
 from reports.seeds import member_seeds
 
 BASELINE_COLUMNS = ["dataset", "run", "method", "seed", "metric", "video", "sum", "frames"]
@@ -70,7 +70,8 @@ def collect(config: dict[str, Any], root: Path) -> pd.DataFrame:
     chosen = settings(config)
     rows = []
     for dataset in chosen["datasets"]:
-        for run in chosen["runs"]:
+        # A released run mapped to some datasets has no result on the others.
+        for run in (r for r in chosen["runs"] if run_kinds.applies(config, r, dataset)):
             method = config["runs"].get(run, {}).get("method", run)
             for trained, seed in member_seeds(config, run).items():
                 path = root / config["paths"]["results"] / dataset / trained / "metrics.csv"

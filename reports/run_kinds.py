@@ -1,7 +1,7 @@
 """Two kinds of run in the workflow config: trained here, or reconstructed with a checkpoint.
 
 A run with ``checkpoint:`` is not trained: it names a released checkpoint
-(:mod:`methods.releases`, e.g. ``tpsmm_taichi``) or a file path, either for every dataset
+(:mod:`methods.engine.releases`, e.g. ``tpsmm_taichi``) or a file path, either for every dataset
 (``checkpoint: tpsmm_taichi``) or per dataset (``checkpoint: {taichi: tpsmm_taichi, vox:
 tpsmm_vox}``); with a mapping the run exists only on the datasets it names. Reconstruction,
 evaluation, the reports and the regression check treat it like any run.

@@ -12,10 +12,10 @@ import pandas as pd
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from data_prep.io import write_text
+from methods.engine.reconstruct import SOURCE_NAME
 from metrics.aggregate import frame_weighted, measured_frames, per_video, skipped_frames
 from metrics.baseline import RUN_NAME as BASELINE_RUN
 from metrics.protocols import get_protocol
-from methods.engine.reconstruct import SOURCE_NAME
 from metrics.uncertainty import Interval, compare, intervals
 from reports import paper, provenance, run_kinds
 from reports.seeds import member_seeds, members

@@ -22,9 +22,9 @@ import torch
 
 from data_prep import weights
 from methods.engine.checkpoints import model_state
+from methods.engine.releases import RELEASES, Release, release_method_config
 from methods.models.avd import build_avd_network
 from methods.registry import build_model
-from methods.releases import RELEASES, Release, release_method_config
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"

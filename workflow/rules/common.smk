@@ -254,7 +254,7 @@ def _released_checkpoint(wildcards):
 def reconstruct_checkpoint(wildcards):
     """What reconstruction loads: our training's checkpoint.pt, a release's file in the weights
     folder (rule fetch_weights_file downloads it where the internet is reachable), or a path."""
-    from methods.releases import RELEASES
+    from methods.engine.releases import RELEASES
     from data_prep.weights import REGISTRY
 
     found = _released_checkpoint(wildcards)
@@ -269,7 +269,7 @@ def reconstruct_args(wildcards):
     """`animbench reconstruct` arguments of a run with `checkpoint:`: the release (whose digest
     the command checks before loading) and the method config (a release's default: ours for its
     dataset, with its align_corners)."""
-    from methods.releases import RELEASES
+    from methods.engine.releases import RELEASES
 
     found = _released_checkpoint(wildcards)
     if found is None:
@@ -280,7 +280,7 @@ def reconstruct_args(wildcards):
         default = f"methods/configs/{run['method']}/{wildcards.dataset}.yaml"
         parts.append(f"--method-config {REPO / run.get('config', default)}")
     if run.get("overrides"):
-        parts.append("--overrides " + shlex.quote(json.dumps(run["overrides"])))
+        parts.append(f"--overrides {shlex.quote(json.dumps(run['overrides']))}")
     return " ".join(parts)
 
 

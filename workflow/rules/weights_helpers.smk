@@ -28,7 +28,7 @@ def weights_needed(wildcards):
     from metrics.protocols import get_protocol, protocol_weights
 
     names, datasets = [], []
-    from methods.releases import RELEASES
+    from methods.engine.releases import RELEASES
     from reports import run_kinds
 
     for run, dataset in _report_runs():

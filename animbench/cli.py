@@ -378,7 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights-dir", default="resources/weights", help="where released checkpoints are")
     p.add_argument("--dataset", required=True)
     p.add_argument("--out", required=True, help="folder of stacked PNGs + index.csv")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="driving frames per call (default: by frame size and device, methods.engine.reconstruct.PIXELS_PER_CALL)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N")
     common(p, threads=True)
     p.set_defaults(func=cmd_reconstruct)

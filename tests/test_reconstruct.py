@@ -93,3 +93,11 @@ def test_the_fast_nearest_upsampling_is_interpolate_value_for_value_and_gradient
     assert torch.equal(torch.autograd.grad(ours, x, grad)[0], torch.autograd.grad(theirs, x, grad)[0])
     last = x.detach().contiguous(memory_format=torch.channels_last)
     assert upsample_nearest_2x(last).is_contiguous(memory_format=torch.channels_last)
+
+
+def test_frames_per_call_bounds_the_driving_pixels_of_a_call():
+    from methods.engine.reconstruct import frames_per_call
+
+    assert frames_per_call((64, 64), "cpu") == 16 and frames_per_call((256, 256), "cpu") == 1
+    assert frames_per_call((384, 384), "cpu") == 1 and frames_per_call((128, 128), "cpu") == 4
+    assert frames_per_call((256, 256), "cuda") == 16

@@ -22,8 +22,21 @@ from data_prep.video import to_uint8, write_stacked_png
 from methods.base import AnimationModel, expand_features
 
 INDEX_NAME = "index.csv"
+#: Driving pixels per call (frames x height x width) when the batch size is chosen for the frame
+#: size. Measured (docs/speed.md, tests/benchmarks/bench_reconstruct.py, 2 CPU cores): at 64x64
+#: 16 frames per call were fastest, at 256x256 one frame per call (batches of 2-16 were up to 10 %
+#: slower: their activations no longer fit the caches). On a GPU larger batches pay; its budget
+#: (16 frames of 256x256) is the reference configs' scale, not yet measured here.
+PIXELS_PER_CALL = {"cpu": 16 * 64 * 64, "cuda": 16 * 256 * 256}
 #: The checkpoint the reconstructions came from: file, SHA-256, release name, where it was checked.
 SOURCE_NAME = "checkpoint.json"
+
+
+def frames_per_call(frame_size: tuple[int, int], device: torch.device | str) -> int:
+    """Driving frames per call for frames of ``frame_size`` on ``device`` (:data:`PIXELS_PER_CALL`);
+    it also bounds the memory of a long video's reconstruction."""
+    budget = PIXELS_PER_CALL["cuda" if torch.device(device).type == "cuda" else "cpu"]
+    return max(1, budget // (frame_size[0] * frame_size[1]))
 
 
 @torch.no_grad()
@@ -51,7 +64,7 @@ def reconstruct_dataset(
     dataset_root: Path,
     out_dir: Path,
     frame_size: tuple[int, int],
-    batch_size: int = 16,
+    batch_size: int | None = None,
     progress: bool = True,
     device: torch.device | str | None = None,
     checkpoint_sha256: str | None = None,
@@ -66,6 +79,7 @@ def reconstruct_dataset(
     """
     if device is None:
         device = next(model.parameters()).device
+    batch_size = batch_size or frames_per_call(frame_size, device)
     out_dir.mkdir(parents=True, exist_ok=True)
     marker = out_dir / ".checkpoint"
     digest = checkpoint_sha256 or file_sha256(checkpoint)

@@ -10,7 +10,8 @@ repetitions of reference time / our time, with its min-max spread.
 
 - ``--size demo``: the methods' ``synthetic.yaml`` (64x64, the demo's models).
 - ``--size 256``: the methods' ``taichi.yaml`` (256x256, the published architectures).
-- ``--batch-sweep 4,8,16,32``: our time per frame at each batch size (what chose the default).
+- ``--batch-sweep 1,4,16``: our frames/s at each batch size (what chose
+  ``methods.engine.reconstruct.PIXELS_PER_CALL``); by default ours uses reconstruct's choice.
 - ``--quick``: one repetition of a short video (a smoke test; its ratios mean nothing).
 
     python tests/benchmarks/bench_reconstruct.py --size demo --threads 2
@@ -34,7 +35,7 @@ sys.path.insert(0, str(REPO))
 
 from methods.base import AnimationModel  # noqa: E402
 from methods.engine.config import load_method_config  # noqa: E402
-from methods.engine.reconstruct import reconstruct_video  # noqa: E402
+from methods.engine.reconstruct import frames_per_call, reconstruct_video  # noqa: E402
 from methods.registry import build_model, list_methods  # noqa: E402
 
 CONFIG = {"demo": "synthetic", "256": "taichi"}
@@ -84,14 +85,15 @@ def timed(fn: Any, device: torch.device) -> float:
 def bench(method: str, args: argparse.Namespace, device: torch.device) -> dict[str, float]:
     model, shape = build(method, args.size, device)
     frames = video(args.frames, shape, device)
-    ours = reconstruct_video(model, frames, batch_size=args.batch_size)
+    batch = args.batch_size or frames_per_call(shape, device)
+    ours = reconstruct_video(model, frames, batch_size=batch)
     reference = one_frame_per_call(model, frames)
     diff = float((ours - reference).abs().max())
     if diff > args.tolerance:
         raise SystemExit(f"{method}: outputs differ by {diff:.2e} (> {args.tolerance:g}); not timed")
     sides = {
         "reference": lambda: one_frame_per_call(model, frames),
-        "ours": lambda: reconstruct_video(model, frames, batch_size=args.batch_size),
+        "ours": lambda: reconstruct_video(model, frames, batch_size=batch),
     }
     times: dict[str, list[float]] = {name: [] for name in sides}
     for rep in range(args.reps):
@@ -106,6 +108,7 @@ def bench(method: str, args: argparse.Namespace, device: torch.device) -> dict[s
         "ours_fps": args.frames / statistics.median(times["ours"]),
         "reference_fps": args.frames / statistics.median(times["reference"]),
         "max_diff": diff,
+        "batch": batch,
     }
     if args.batch_sweep:
         for batch in args.batch_sweep:
@@ -120,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", default=",".join(list_methods()))
     parser.add_argument("--size", choices=sorted(CONFIG), default="demo")
     parser.add_argument("--frames", type=int, default=64, help="frames of the reconstructed video")
-    parser.add_argument("--batch-size", type=int, default=16, help="driving frames per call (ours)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="driving frames per call (ours; default: reconstruct's choice for the frame size)")
     parser.add_argument("--batch-sweep", default="", help="also time ours at these batch sizes, e.g. 4,8,16,32")
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None)
@@ -134,14 +138,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    print(f"# reconstruction, {args.size} configs, {args.frames} frames, batch {args.batch_size}, "
+    print(f"# reconstruction, {args.size} configs, {args.frames} frames, batch {args.batch_size or 'auto'}, "
           f"{args.reps} interleaved repetitions, device {device}, {torch.get_num_threads()} threads")
     for method in args.methods.split(","):
         row = bench(method, args, device)
         sweep = " ".join(f"{k}={v:.1f}" for k, v in row.items() if k.startswith("fps@"))
         print(f"RATIO {method} {row['ratio']:.2f}x (spread {row['low']:.2f}-{row['high']:.2f}) "
               f"ours {row['ours_fps']:.1f} frames/s, one-frame loop {row['reference_fps']:.1f} frames/s, "
-              f"max |diff| {row['max_diff']:.1e}" + (f"; {sweep}" if sweep else ""), flush=True)
+              f"max |diff| {row['max_diff']:.1e}, batch {row['batch']}" + (f"; {sweep}" if sweep else ""), flush=True)
     return 0
 
 

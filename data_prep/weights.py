@@ -413,6 +413,32 @@ def _yandex(entry: WeightsFile) -> Callable[[str, str, object], None]:
     return download
 
 
+def _drive_folder(entry: WeightsFile) -> Callable[[str, str, object], None]:
+    """A pooch downloader for ``entry.filename`` inside the public Google Drive folder ``url``:
+    gdown lists the folder (no download), then fetches that one file by its id."""
+
+    def download(url: str, output_file: str, pooch_obj: object) -> None:
+        import gdown
+
+        listed = gdown.download_folder(url=url, skip_download=True, quiet=True) or []
+        found = [f for f in listed if Path(f.path).name == entry.filename]
+        if not found:
+            raise OSError(f"{entry.filename} is not in the Google Drive folder {url}")
+        if gdown.download(id=found[0].id, output=str(output_file), quiet=False) is None:
+            raise OSError(f"gdown could not download {entry.filename} from {url}")
+
+    return download
+
+
+def _sources(entry: WeightsFile) -> list[tuple[str, Callable[[str, str, object], None]]]:
+    """(location, pooch downloader) to try in turn: the official location, then a Google Drive
+    folder mirror (the READMEs link both; either may be rate-limited or gone)."""
+    sources = [(entry.url, _downloader(entry))]
+    if "drive.google.com/drive/folders/" in entry.mirror:
+        sources.append((entry.mirror, _drive_folder(entry)))
+    return sources
+
+
 def _downloader(entry: WeightsFile) -> Callable[[str, str, object], None]:
     import pooch
 
@@ -441,27 +467,33 @@ def fetch(name: str, weights_dir: str | Path = DEFAULT_WEIGHTS_DIR, lock_file: P
     path.parent.mkdir(parents=True, exist_ok=True)
     locked = read_lock(lock_file).get(name)
     full = entry.sha256_prefix if len(entry.sha256_prefix) == 64 else (locked or {}).get("sha256")
+    failures = []
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".fetch-") as tmp:
-        try:
-            fetched = Path(pooch.retrieve(
-                entry.url, known_hash=f"sha256:{full}" if full else None, fname=entry.filename,
-                path=tmp, downloader=_downloader(entry), progressbar=True,
-            ))
-        except Exception as err:  # noqa: BLE001 - network, HTTP, gdown and hash failures alike
-            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            if "hash" in reason.lower():
-                raise WeightsFetchError(
-                    f"download of {entry.url} is corrupt ({reason[:200]}); nothing was written to {path}"
-                ) from None
-            raise WeightsFetchError(
-                f"could not download {entry.url} ({type(err).__name__}: {reason[:200]}). This machine may "
-                f"be offline: download it elsewhere and place it at {path}, then run "
-                f"`animbench weights check {name}`."
-            ) from None
-        status, digest = verify_file(entry, fetched, lock_file)
-        if status.startswith("corrupt"):
-            raise WeightsFetchError(f"download of {entry.url} is {status}; nothing was written to {path}")
-        os.replace(fetched, path)  # same folder: atomic
+        for url, downloader in _sources(entry):
+            try:
+                fetched = Path(pooch.retrieve(
+                    url, known_hash=f"sha256:{full}" if full else None, fname=entry.filename,
+                    path=tmp, downloader=downloader, progressbar=True,
+                ))
+            except Exception as err:  # noqa: BLE001 - network, HTTP, gdown and hash failures alike
+                reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                if "hash" in reason.lower():
+                    failures.append(f"download of {url} is corrupt ({reason[:200]})")
+                else:
+                    failures.append(f"could not download {url} ({type(err).__name__}: {reason[:200]})")
+                continue
+            status, digest = verify_file(entry, fetched, lock_file)
+            if status.startswith("corrupt"):
+                failures.append(f"download of {url} is {status}")
+                fetched.unlink()
+                continue
+            os.replace(fetched, path)  # same folder: atomic
+            break
+        else:
+            offline = "" if any("corrupt" in f for f in failures) else (
+                " This machine may be offline: download it elsewhere and place it at "
+                f"{path}, then run `animbench weights check {name}`.")
+            raise WeightsFetchError(f"{'; '.join(failures)}; nothing was written to {path}.{offline}")
     if status == "unverified":
         record_lock(name, path, digest, lock_file)
         LOG.warning("fetched %s: upstream publishes no checksum; sha256 %s recorded in %s", path, digest, lock_file)

@@ -150,3 +150,34 @@ def test_cli_check_and_fetch_offline_end_in_one_error_line(tmp_path, entry, monk
     err = capsys.readouterr().err
     assert "Traceback" not in err and "could not download https://example.invalid/tiny.pth" in err
     assert main(["weights", "list"]) == 0 and "facenet_vggface2" in capsys.readouterr().out
+
+
+def test_a_failed_official_location_falls_back_to_the_drive_folder_mirror(tmp_path, monkeypatch):
+    import dataclasses
+
+    lock = tmp_path / "weights.lock.csv"
+    free = WeightsFile("rel", "rel.pth", "https://example.invalid/folder", "", "x", remote_path="/rel.pth",
+                       mirror="https://drive.google.com/drive/folders/abc")
+    monkeypatch.setitem(REGISTRY, "rel", free)
+    tried = []
+
+    def failing(url, output_file, pooch_obj):
+        tried.append(url)
+        raise OSError("503 Service Unavailable")
+
+    def mirror(url, output_file, pooch_obj):
+        tried.append(url)
+        Path(output_file).write_bytes(b"from the mirror")
+
+    monkeypatch.setattr(weights, "_downloader", lambda entry: failing)
+    monkeypatch.setattr(weights, "_drive_folder", lambda entry: mirror)
+    folder = tmp_path / "w"
+    assert weights.fetch("rel", folder, lock).read_bytes() == b"from the mirror"
+    assert tried == ["https://example.invalid/folder", "https://drive.google.com/drive/folders/abc"]
+    # Both failing: one line naming both locations, nothing written.
+    monkeypatch.setattr(weights, "_drive_folder", lambda entry: failing)
+    monkeypatch.setitem(REGISTRY, "rel", dataclasses.replace(free, filename="other.pth"))
+    with pytest.raises(WeightsFetchError) as err:
+        weights.fetch("rel", folder, lock)
+    assert "\n" not in str(err.value) and "example.invalid/folder" in str(err.value)
+    assert "drive.google.com/drive/folders/abc" in str(err.value) and not (folder / "other.pth").exists()

@@ -161,6 +161,7 @@ def test_a_release_reconstructs_with_its_digest_recorded_and_animates_in_avd_mod
     record = json.loads((out / "checkpoint.json").read_text())
     assert record["sha256"] == file_sha256(path) and record["release"] == "standin_mraa_vox"
     assert record["checked_against"] == "locked" and "methods/configs/mraa/vox.yaml" in record["method_config"]
+    assert record["align_corners"] is False and "torch 1.4" in record["align_corners_why"]
     # Animation's avd mode uses the AVD network the release carries.
     video = sorted((frames_256 / "test").iterdir())[0]
     source = sorted(video.glob("*.png"))[0]

@@ -156,8 +156,10 @@ class ResolvedCheckpoint:
         entry: dict[str, Any] = {"file": str(self.path), "sha256": self.sha256, "release": self.release,
                                  "checked_against": self.checksum}
         if self.release is not None:
-            file = weights.REGISTRY[self.release]
+            file, release = weights.REGISTRY[self.release], RELEASES[self.release]
             entry["location"] = file.url + (f" : {file.remote_path}" if file.remote_path else "")
+            entry["align_corners"] = release.align_corners
+            entry["align_corners_why"] = ALIGN_CORNERS_WHY[release.method]
         return entry
 
 

@@ -96,5 +96,5 @@ def test_an_unknown_key_is_one_line_naming_the_file_the_key_and_the_fix(tmp_path
     assert result.returncode != 0
     out = result.stdout + result.stderr
     assert "typo.yaml" in out
-    assert "unknown key 'confg' under 'runs.fomm' (allowed: config, method, overrides, seeds)" in out
+    assert "unknown key 'confg' under 'runs.fomm' (allowed: checkpoint, config, method, overrides, seeds)" in out
     assert "description" not in out and len(out.splitlines()) < 10

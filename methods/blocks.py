@@ -177,6 +177,15 @@ class UpBlock2d(_ConvNormReLU):
         return F.relu(self.norm(self.conv(upsample_nearest_2x(x))))
 
 
+def encoder_levels(first: nn.Module, down_blocks: nn.ModuleList, image: torch.Tensor) -> list[torch.Tensor]:
+    """``first(image)`` and every down block's output after it, finest first: the encoder
+    features of the generators, which depend on the source image alone."""
+    levels = [first(image)]
+    for block in down_blocks:
+        levels.append(block(levels[-1]))
+    return levels
+
+
 def _width(block_expansion: int, max_features: int, level: int) -> int:
     return min(max_features, block_expansion * 2**level)
 

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods.blocks import DownBlock2d, ResBlock2d, SameBlock2d, UpBlock2d
+from methods.blocks import DownBlock2d, ResBlock2d, SameBlock2d, UpBlock2d, encoder_levels
 
 
 class InpaintingNetwork(nn.Module):
@@ -78,12 +78,7 @@ class InpaintingNetwork(nn.Module):
 
     def encode(self, source_image: torch.Tensor) -> list[torch.Tensor]:
         """The source's encoder features, finest first; they depend on the source alone."""
-        out = self.first(source_image)
-        encoder_map = [out]
-        for block in self.down_blocks:
-            out = block(out)
-            encoder_map.append(out)
-        return encoder_map
+        return encoder_levels(self.first, self.down_blocks, source_image)
 
     def forward(
         self,

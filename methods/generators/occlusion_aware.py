@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods.blocks import DownBlock2d, ResBlock2d, SameBlock2d, UpBlock2d
+from methods.blocks import DownBlock2d, ResBlock2d, SameBlock2d, UpBlock2d, encoder_levels
 from methods.dense_motion.keypoint_based import DenseMotionNetwork
 from methods.motion.affine import Keypoints
 
@@ -78,10 +78,7 @@ class OcclusionAwareGenerator(nn.Module):
 
     def encode(self, source_image: torch.Tensor) -> list[torch.Tensor]:
         """The source's bottleneck features (one entry), which depend on the source alone."""
-        out = self.first(source_image)
-        for block in self.down_blocks:
-            out = block(out)
-        return [out]
+        return encoder_levels(self.first, self.down_blocks, source_image)[-1:]
 
     def forward(
         self,

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods.blocks import DownBlock2d, ResBlock2d, SameBlock2d, UpBlock2d
+from methods.blocks import DownBlock2d, ResBlock2d, SameBlock2d, UpBlock2d, encoder_levels
 from methods.dense_motion.region_based import PixelwiseFlowPredictor
 from methods.motion.pca import Regions
 
@@ -94,12 +94,7 @@ class Generator(nn.Module):
 
     def encode(self, source_image: torch.Tensor) -> list[torch.Tensor]:
         """The source's encoder features, finest first; they depend on the source alone."""
-        out = self.first(source_image)
-        skips = [out]
-        for block in self.down_blocks:
-            out = block(out)
-            skips.append(out)
-        return skips
+        return encoder_levels(self.first, self.down_blocks, source_image)
 
     def forward(
         self,

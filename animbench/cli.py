@@ -11,8 +11,12 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from animbench.workflow_config import load_workflow_config
+
+if TYPE_CHECKING:
+    from methods.engine.releases import ResolvedCheckpoint
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -76,16 +80,9 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
     from data_prep.devices import resolve_device
     from methods.engine.checkpoints import load_model
     from methods.engine.reconstruct import reconstruct_dataset
-    from methods.engine.releases import resolve_checkpoint
 
     _threads(args.threads)
-    if args.release is None and args.checkpoint is None:
-        raise ValueError("give --checkpoint (a file or a released checkpoint's name) or --release")
-    # Size and digest are checked before anything reads the file (a release: against the
-    # published or locked digest); then it is loaded as tensors and plain data only.
-    resolved = resolve_checkpoint(args.release or args.checkpoint, args.weights_dir)
-    if args.release and args.checkpoint and Path(args.checkpoint).resolve() != resolved.path.resolve():
-        raise ValueError(f"--checkpoint {args.checkpoint} is not release {args.release}'s file {resolved.path}")
+    resolved = _resolve_checkpoint(args)
     config = _checkpoint_config(resolved.release, args.method_config, args.overrides)
     device = resolve_device(args.device)
     model, payload = load_model(resolved.path, config)
@@ -102,6 +99,20 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
     print(f"reconstructions indexed in {index} (device {device})")
 
 
+def _resolve_checkpoint(args: argparse.Namespace) -> ResolvedCheckpoint:
+    """The checkpoint of ``--checkpoint``/``--release`` (:func:`_checkpoint_arguments`). Size and
+    digest are checked before anything reads the file (a release: against the published or
+    locked digest); then it is loaded as tensors and plain data only."""
+    from methods.engine.releases import resolve_checkpoint
+
+    if args.release is None and args.checkpoint is None:
+        raise ValueError("give --checkpoint (a file or a released checkpoint's name) or --release")
+    resolved = resolve_checkpoint(args.release or args.checkpoint, args.weights_dir)
+    if args.release and args.checkpoint and Path(args.checkpoint).resolve() != resolved.path.resolve():
+        raise ValueError(f"--checkpoint {args.checkpoint} is not release {args.release}'s file {resolved.path}")
+    return resolved
+
+
 def _config_source(release: str | None, method_config: str | None) -> str:
     from methods.engine.releases import RELEASES
 
@@ -116,15 +127,10 @@ def _checkpoint_config(release: str | None, method_config: str | None, overrides
     from methods.engine.config import load_method_config
     from methods.engine.releases import release_method_config
 
-    if method_config:
-        extra = {}
-        if release:
-            from methods.engine.releases import RELEASES
-
-            extra = RELEASES[release].overrides()
-        return load_method_config(method_config, overrides={**extra, **overrides})
     if release:
-        return release_method_config(release, REPO, overrides)
+        return release_method_config(release, REPO, overrides, method_config)
+    if method_config:
+        return load_method_config(method_config, overrides=overrides)
     if overrides:
         raise ValueError("--overrides needs --method-config or --release (a checkpoint's own config is used as is)")
     return None
@@ -151,13 +157,10 @@ def cmd_train_avd(args: argparse.Namespace) -> None:
 
 def cmd_animate(args: argparse.Namespace) -> None:
     from methods.engine.animate import animate_file
-    from methods.engine.releases import resolve_checkpoint
 
     _threads(args.threads)
-    if args.release is None and args.checkpoint is None:
-        raise ValueError("give --checkpoint (a file or a released checkpoint's name) or --release")
-    # A release's digest is checked before it is read; its AVD network drives mode avd.
-    resolved = resolve_checkpoint(args.release or args.checkpoint, args.weights_dir)
+    # A release's AVD network drives mode avd.
+    resolved = _resolve_checkpoint(args)
     count = animate_file(
         resolved.path, args.source, args.driving, args.out, mode=args.mode,
         method_config=_checkpoint_config(resolved.release, args.method_config, args.overrides),
@@ -329,6 +332,17 @@ def cmd_weights(args: argparse.Namespace) -> None:
         )
 
 
+def _checkpoint_arguments(p: argparse.ArgumentParser) -> None:
+    """What a command that loads a checkpoint takes (read by :func:`_resolve_checkpoint`)."""
+    p.add_argument("--checkpoint", default=None,
+                   help="ours, a released checkpoint's name (`animbench weights list`), or a file (with --method-config)")
+    p.add_argument("--release", default=None,
+                   help="a released checkpoint's name: its file in --weights-dir, digest checked, and its config")
+    p.add_argument("--method-config", default=None, help="config of a checkpoint that carries none")
+    p.add_argument("--overrides", type=_json, default={}, help="JSON of dotted keys over the method config")
+    p.add_argument("--weights-dir", default="resources/weights", help="where released checkpoints are")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="animbench", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -369,13 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("reconstruct", help="reconstruct every test video from its first frame")
-    p.add_argument("--checkpoint", default=None,
-                   help="ours, a released checkpoint's name (`animbench weights list`), or a file (with --method-config)")
-    p.add_argument("--release", default=None,
-                   help="a released checkpoint's name: its file in --weights-dir, digest checked, and its config")
-    p.add_argument("--method-config", default=None, help="config of a checkpoint that carries none")
-    p.add_argument("--overrides", type=_json, default={}, help="JSON of dotted keys over the method config")
-    p.add_argument("--weights-dir", default="resources/weights", help="where released checkpoints are")
+    _checkpoint_arguments(p)
     p.add_argument("--dataset", required=True)
     p.add_argument("--out", required=True, help="folder of stacked PNGs + index.csv")
     p.add_argument("--batch-size", type=int, default=None,
@@ -396,13 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train_avd)
 
     p = sub.add_parser("animate", help="animate a source image by a driving video")
-    p.add_argument("--checkpoint", default=None,
-                   help="ours, a released checkpoint's name (`animbench weights list`), or a file (with --method-config)")
-    p.add_argument("--release", default=None,
-                   help="a released checkpoint's name: its file in --weights-dir, digest checked, and its config")
-    p.add_argument("--method-config", default=None, help="config of a checkpoint that carries none")
-    p.add_argument("--overrides", type=_json, default={}, help="JSON of dotted keys over the method config")
-    p.add_argument("--weights-dir", default="resources/weights", help="where released checkpoints are")
+    _checkpoint_arguments(p)
     p.add_argument("--source", required=True, help="source image (centre-cropped to a square, resized to the model's frame_shape)")
     p.add_argument("--driving", required=True, help="driving video (mp4, gif, ... or a folder of 0000000.png frames)")
     p.add_argument("--mode", choices=["standard", "relative", "avd"], default="relative")

@@ -182,10 +182,13 @@ def resolve_checkpoint(name_or_path: str, weights_dir: str | Path) -> ResolvedCh
     return ResolvedCheckpoint(path, file_sha256(path), None, "a file path (no registry digest)")
 
 
-def release_method_config(release: str, repo: Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The method config of ``release``: our reference config, its ``align_corners``, then
-    ``overrides`` (a run's own)."""
+def release_method_config(
+    release: str, repo: Path, overrides: dict[str, Any] | None = None, config: str | Path | None = None
+) -> dict[str, Any]:
+    """The method config of ``release``: ``config`` (default: our reference config for its
+    dataset), its ``align_corners``, then ``overrides`` (a run's own)."""
     from methods.engine.config import load_method_config
 
     found = RELEASES.get(release)
-    return load_method_config(repo / found.config, overrides={**found.overrides(), **(overrides or {})})
+    path = config if config is not None else repo / found.config
+    return load_method_config(path, overrides={**found.overrides(), **(overrides or {})})

@@ -59,7 +59,6 @@ class Release:
     #: here: discriminators, optimizers, epoch), so a stand-in can be written in the same layout.
     extra_entries: tuple[str, ...] = ()
     has_avd: bool = False  # MRAA/TPSMM releases carry the AVD network used by animation's avd mode
-    note: str = ""
 
     @property
     def config(self) -> str:
@@ -88,11 +87,11 @@ for _name, _file, _dataset, _note in (
     ("fomm_mgif", "mgif-cpk.pth.tar", "mgif", "trained with FOMM's GAN; its discriminator is not loaded"),
 ):
     _register(
-        Release(_name, "fomm", _dataset, True, _FOMM_EXTRA, note=_note),
+        Release(_name, "fomm", _dataset, True, _FOMM_EXTRA),
         weights.WeightsFile(
             name=_name, filename=_file, url=FOMM_YANDEX, remote_path=f"/{_file}", mirror=FOMM_DRIVE,
             sha256_prefix="",
-            description=f"FOMM released checkpoint, {_dataset} (first-order-model README)",
+            description=f"FOMM released checkpoint, {_dataset} (first-order-model README)" + (f"; {_note}" if _note else ""),
             checksum_source="first-order-model README (Yandex Disk / Google Drive folders); no checksum published",
         ),
     )
@@ -112,11 +111,12 @@ for _name, _file, _dataset, _size, _sha, _note in (
      "trained on the videos still on YouTube (MRAA README); not the paper's row"),
 ):
     _register(
-        Release(_name, "mraa", _dataset, False, _MRAA_EXTRA, has_avd=True, note=_note),
+        Release(_name, "mraa", _dataset, False, _MRAA_EXTRA, has_avd=True),
         weights.WeightsFile(
             name=_name, filename=_file, url=f"{MRAA_LFS}/{_file}", mirror=MRAA_DRIVE,
             sha256_prefix=_sha, size=_size,
-            description=f"MRAA released checkpoint with its AVD network, {_dataset} (articulated-animation)",
+            description=f"MRAA released checkpoint with its AVD network, {_dataset} (articulated-animation)"
+            + (f"; {_note}" if _note else ""),
             checksum_source=f"Git LFS pointer checkpoints/{_file} of snap-research/articulated-animation@{MRAA_COMMIT[:7]}",
         ),
     )

@@ -237,10 +237,11 @@ def render_table1(config: dict[str, Any], out: Path, repo: Path, config_name: st
     # Released checkpoints are set beside our training of the same method where it exists
     # (paper.yaml's run named after the method, in the same results folder).
     released = {r: config["runs"][r]["method"] for r in runs if run_kinds.is_released(config, r)}
+    loaded = {(r.run, r.dataset): r for r in results}
     trained = {
-        (method, d): load_run(results_dir, d, method)
+        (method, d): loaded.get((method, d)) or load_run(results_dir, d, method)
         for method in set(released.values()) for d in run_datasets
-        if (results_dir / d / method / "metrics.csv").is_file()
+        if (method, d) in loaded or (results_dir / d / method / "metrics.csv").is_file()
     }
     # The no-motion row is shown wherever its metrics exist (the DAG always makes them).
     results += [load_run(results_dir, d, BASELINE_RUN) for d in run_datasets if (results_dir / d / BASELINE_RUN / "metrics.csv").exists()]

@@ -12,7 +12,8 @@ video's content does not depend on how many other videos are generated.
 Identities: with ``disjoint_identities=True`` (default), identities ``0 .. num_identities -
 num_test_identities - 1`` appear only in train videos and the last ``num_test_identities`` only
 in test videos (like the reference VoxCeleb/TaiChi splits). With ``False`` both splits cycle over
-all identities. Videos are assigned to their split's identities round-robin.
+all identities. Videos are assigned to their split's identities round-robin. A video's name
+starts with its identity (``id003#train0007``), as the real datasets' chunk names do.
 
 Ground truth (``ground_truth.csv``): per video, frame and joint the pixel position ``x, y``
 (continuous coordinates: pixel ``(row i, column j)`` covers ``[j, j+1) x [i, i+1)``, so its
@@ -455,7 +456,9 @@ class SyntheticVideo:
 
 
 def video_name(split: str, index: int, identity: int) -> str:
-    return f"{split}{index:04d}_id{identity:03d}"
+    """``id003#train0007``: the identity first and ``#`` after it, as in the VoxCeleb and TaiChi
+    chunk names, so identity sampling (:func:`data_prep.loading.video_identity`) reads it."""
+    return f"id{identity:03d}#{split}{index:04d}"
 
 
 def render_video(config: SyntheticConfig, split: str, index: int) -> SyntheticVideo:

@@ -35,7 +35,7 @@ TINY_DATASET = {
 #: Dotted overrides shrinking the demo FOMM config to a few steps of a very small network.
 TINY_FOMM = {
     "train_params.num_epochs": 2,
-    "train_params.num_repeats": 2,
+    "train_params.num_repeats": 4,  # 2 steps of 4 per epoch: the dataset has 2 train identities
     "train_params.batch_size": 4,
     "train_params.epoch_milestones": [1],
     "model_params.kp_detector_params.block_expansion": 8,

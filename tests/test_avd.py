@@ -200,7 +200,7 @@ def test_train_avd_resumes_mid_epoch_on_the_methods_trainer(tiny_dataset, tiny_f
     from methods.engine.train_avd import LOG_NAME, STATE_NAME, AVDOptions, train_avd
 
     ckpt = _tiny_checkpoint(tmp_path, tiny_fomm_config)
-    params = {**AVD_TINY, "num_repeats": 4}  # 16 pairs: four steps of 4 per epoch
+    params = {**AVD_TINY, "num_repeats": 8}  # 2 identities x 8 = 16 pairs: four steps of 4 per epoch
     whole = AVDOptions(ckpt, tiny_dataset, tmp_path / "whole" / "avd.pt", params=params, progress=False)
     assert train_avd(whole) == whole.out
     broken = AVDOptions(ckpt, tiny_dataset, tmp_path / "broken" / "avd.pt", params=params, progress=False)

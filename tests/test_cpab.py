@@ -336,7 +336,7 @@ def test_dropout_never_drops_the_background() -> None:
         dropped += int((contribution[:, 1:].amax(dim=(2, 3)) == 0).sum())
     assert dropped > 0  # foreground transforms (locals and global) are dropped
     model.eval()
-    assert model.dropout_p == 0.0
+    assert model.dropout_p is None
 
 
 # ----------------------------------------------------------------------------- losses

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from data_prep.loading import AugmentationConfig, FramePairDataset, VideoDataset
+from data_prep.loading import AugmentationConfig, FramePairDataset, VideoDataset, video_identity
 from data_prep.manifest import ManifestError, write_manifest
 from data_prep.synthetic import generate
 from data_prep.video import VideoError, frame_name, read_video, write_video
@@ -261,3 +261,136 @@ def test_short_manifest_row_is_named(tmp_path):
     manifest.write_text(manifest.read_text() + "b,train,4\n")
     with pytest.raises(ManifestError, match=r"line 3 \(video 'b'\) has 3 field\(s\), expected 6"):
         FramePairDataset(tmp_path, "train")
+
+
+# ----------------------------------------------------------------------------- identity sampling
+
+
+def _identities_dataset(root):
+    """Identity ``a`` with 1 video, ``b`` with 2, ``c`` with 5; names as VoxCeleb's chunks."""
+    counts = {"a": 1, "b": 2, "c": 5}
+    videos = {
+        f"{ident}#clip{k}#000001#000004": ("train", _rand(seed=10 * i + k), "ok")
+        for i, (ident, n) in enumerate(counts.items())
+        for k in range(n)
+    }
+    return _dataset(root, videos), counts
+
+
+def test_video_identity_is_the_name_before_the_first_hash():
+    assert video_identity("id10001#7w0IBEWc9Qw#000993#001143") == "id10001"
+    assert video_identity("id003#train0007") == "id003"
+    assert video_identity("plain") == "plain"
+
+
+def test_id_sampling_epoch_counts_identities_and_draws_each_equally(tmp_path):
+    root, counts = _identities_dataset(tmp_path)
+    by_video = FramePairDataset(root, num_repeats=3)
+    by_identity = FramePairDataset(root, num_repeats=3, id_sampling=True)
+    assert len(by_video) == 8 * 3
+    assert len(by_identity) == len(counts) * 3  # steps per epoch = identities x repeats
+    assert by_identity.identities == ["a", "b", "c"]
+
+    # Over many epochs every identity is drawn equally often, whatever its number of videos,
+    # and within an identity every video is drawn (uniformly).
+    drawn: dict[str, int] = {}
+    for epoch in range(200):
+        by_identity.set_epoch(epoch)
+        for i in range(len(by_identity)):
+            video = by_identity[i]["video"]
+            drawn[video] = drawn.get(video, 0) + 1
+    per_identity = {ident: sum(n for v, n in drawn.items() if video_identity(v) == ident) for ident in counts}
+    assert per_identity == {ident: 600 for ident in counts}
+    videos_of_c = [n for v, n in drawn.items() if video_identity(v) == "c"]
+    assert len(videos_of_c) == 5
+    # 600 draws over 5 videos: 120 each expected, s.d. ~9.8; 60 is 6 s.d. away
+    assert min(videos_of_c) > 60 and max(videos_of_c) < 180
+    # without identity sampling, identity c (5 of 8 videos) is drawn 5x as often as a
+    video_draws = [video_identity(by_video[i]["video"]) for i in range(len(by_video))]
+    assert video_draws.count("c") == 5 * video_draws.count("a")
+
+
+def test_id_sampling_is_deterministic_per_seed_and_epoch(tmp_path):
+    root, _ = _identities_dataset(tmp_path)
+    a = FramePairDataset(root, num_repeats=4, id_sampling=True, seed=1)
+    b = FramePairDataset(root, num_repeats=4, id_sampling=True, seed=1)
+    assert all(_same(a[i], b[i]) for i in range(len(a)))
+    with pytest.raises(ValueError, match="id_sampling must be true or false"):
+        FramePairDataset(root, id_sampling="yes")
+
+
+# ----------------------------------------------------------------------------- reference flips, resize, crop
+
+
+def test_flips_follow_the_reference_rule_time_flip_excludes_horizontal(tmp_path):
+    """RandomFlip: time flip with p 1/2; only without it, horizontal flip with p 1/2."""
+    frames = _rand(t=6)
+    _dataset(tmp_path, {"v": ("train", frames, "ok")})
+    plain = FramePairDataset(tmp_path, num_repeats=400)
+    both = FramePairDataset(tmp_path, augmentation={"flip_param": FULL_AUG["flip_param"]}, num_repeats=400)
+    outcomes = {"none": 0, "time": 0, "horizontal": 0}
+    for i in range(len(plain)):
+        p, f = plain[i], both[i]
+        if torch.equal(p["source"], p["driving"]):
+            continue  # an identity pair: a time flip cannot be seen
+        if _same(p, f):
+            outcomes["none"] += 1
+        elif torch.equal(f["source"], p["driving"]) and torch.equal(f["driving"], p["source"]):
+            outcomes["time"] += 1
+        else:
+            assert torch.equal(f["source"], p["source"].flip(-1))
+            assert torch.equal(f["driving"], p["driving"].flip(-1))
+            outcomes["horizontal"] += 1
+    total = sum(outcomes.values())
+    # expected 1/4 none, 1/2 time, 1/4 horizontal (never both); ~330 pairs: s.d. of a quarter ~8
+    assert abs(outcomes["time"] / total - 0.5) < 0.1
+    assert abs(outcomes["horizontal"] / total - 0.25) < 0.1
+    assert abs(outcomes["none"] / total - 0.25) < 0.1
+
+
+def test_resize_and_crop_keep_the_frame_size_and_move_the_content(tmp_path):
+    frames = _rand(t=3, h=32, w=32)
+    _dataset(tmp_path, {"v": ("train", frames, "ok")})
+    aug = {"resize_param": {"ratio": [0.8, 1.2]}, "crop_param": {"size": [32, 32]}}
+    plain = FramePairDataset(tmp_path, num_repeats=20)
+    moved = FramePairDataset(tmp_path, augmentation=aug, num_repeats=20)
+    changed = 0
+    for i in range(len(plain)):
+        p, m = plain[i], moved[i]
+        assert m["source"].shape == m["driving"].shape == (3, 32, 32)
+        assert m["source"].dtype == torch.float32
+        assert 0 <= float(m["source"].min()) and float(m["source"].max()) <= 1
+        changed += not _same(p, m)
+    assert changed > 10
+
+
+def test_resize_is_scikit_images_call_and_the_crop_pads_with_edges():
+    from skimage.transform import resize
+
+    from data_prep.loading import _random_crop, _random_resize
+
+    frames = torch.from_numpy(_rand(t=2, h=20, w=20)).permute(0, 3, 1, 2).float() / 255
+    small = _random_resize(frames, 0.9)  # int(20 * 0.9) = 18
+    assert small.shape == (2, 3, 18, 18)
+    expected = resize(frames[1].permute(1, 2, 0).numpy(), (18, 18), order=0, preserve_range=True,
+                      mode="constant", anti_aliasing=True)
+    assert np.allclose(small[1].permute(1, 2, 0).numpy(), expected, atol=1e-6)
+    padded = _random_crop(small, (20, 20), np.random.default_rng(0))
+    assert padded.shape == (2, 3, 20, 20)
+    # centred edge padding: one row/column repeated on each side
+    assert torch.equal(padded[..., 1:19, 1:19], small)
+    assert torch.equal(padded[..., 0, 1:19], small[..., 0, :])
+    assert torch.equal(padded[..., 19, 1:19], small[..., 17, :])
+
+
+def test_resize_and_crop_config_errors():
+    cfg = AugmentationConfig.from_dict({"resize_param": {"ratio": [0.9, 1.1]}, "crop_param": {"size": [64, 64]}})
+    assert cfg.resize_ratio == (0.9, 1.1) and cfg.crop_size == (64, 64)
+    with pytest.raises(ValueError, match="resize_param needs crop_param"):
+        AugmentationConfig.from_dict({"resize_param": {"ratio": [0.9, 1.1]}})
+    with pytest.raises(ValueError, match="ratio must be two numbers"):
+        AugmentationConfig.from_dict({"resize_param": {"ratio": 0.9}, "crop_param": {"size": [8, 8]}})
+    with pytest.raises(ValueError, match="size must be two integers"):
+        AugmentationConfig.from_dict({"crop_param": {"size": [8.5, 8]}})
+    with pytest.raises(ValueError, match="0 < low <= high"):
+        AugmentationConfig.from_dict({"resize_param": {"ratio": [1.1, 0.9]}, "crop_param": {"size": [8, 8]}})

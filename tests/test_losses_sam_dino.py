@@ -226,6 +226,19 @@ def test_dino_frobenius_and_mse_measure_the_same_difference(dino_losses):
     assert torch.allclose(fro**2, mse * tokens**2, rtol=1e-4)
 
 
+@pytest.mark.parametrize("distance", ["mse", "frobenius"])
+def test_dino_sum_reduction_adds_the_per_sample_losses_as_the_release(dino_losses, distance):
+    """The release loops over the batch and adds each sample's loss: B x the batch mean."""
+    summed = StructureLoss(distance=distance, pretrained=False, reduction="sum", **TINY_DINO)
+    summed.load_state_dict(dino_losses["mse"].state_dict())
+    a, b = torch.rand(3, 3, 32, 32), torch.rand(3, 3, 32, 32)
+    per_sample = torch.stack([dino_losses[distance](a[i : i + 1], b[i : i + 1]) for i in range(3)])
+    assert torch.allclose(summed(a, b), per_sample.sum(), rtol=1e-5)
+    assert torch.allclose(dino_losses[distance](a, b), per_sample.mean(), rtol=1e-5)
+    with pytest.raises(ValueError, match="unknown structure-loss reduction 'max'"):
+        StructureLoss(pretrained=False, reduction="max", **TINY_DINO)
+
+
 def test_dino_keys_are_the_k_part_of_the_last_attention(dino_losses):
     loss = StructureLoss(pretrained=False, **TINY_DINO)
     loss.load_state_dict(dino_losses["mse"].state_dict())

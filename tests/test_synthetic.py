@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from data_prep.datasets import DATASETS, prepare_dataset, register_dataset
+from data_prep.loading import video_identity
 from data_prep.manifest import read_manifest
 from data_prep.synthetic import (
     GT_COLUMNS,
@@ -66,7 +67,7 @@ def test_layout_manifest_and_ground_truth_agree(tiny):
         assert set(g["split"]) == {row.split}
         assert sorted(set(g["frame"])) == list(range(row.frames))
         assert g["identity"].nunique() == 1
-        assert row.video.endswith(f"_id{g['identity'].iloc[0]:03d}")
+        assert video_identity(row.video) == f"id{g['identity'].iloc[0]:03d}"
     inside = (gt["x"] >= 0) & (gt["x"] < 32) & (gt["y"] >= 0) & (gt["y"] < 32)
     assert (gt["visible"] == inside.astype(int)).all()
 

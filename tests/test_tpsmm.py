@@ -163,14 +163,43 @@ def test_dense_motion_accepts_given_transform_grids() -> None:
 def test_dropout_ramp_schedule_matches_reference_configs() -> None:
     taichi = load_method_config(CONFIG_DIR / "taichi.yaml")["train_params"]
     assert [dropout_probability(e, taichi) for e in (0, 5, 10, 20, 34, 35, 99)] == pytest.approx(
-        [0.0, 0.35, 0.7, 0.7, 0.7, 0.0, 0.0]
+        [0.0, 0.35, 0.7, 0.7, 0.7, None, None]
     )
     vox = load_method_config(CONFIG_DIR / "vox.yaml")["train_params"]
-    assert [dropout_probability(e, vox) for e in (0, 5, 6, 35)] == pytest.approx([0.1, 0.25, 0.28, 0.0])
+    assert [dropout_probability(e, vox) for e in (0, 5, 6, 35)] == pytest.approx([0.1, 0.25, 0.28, None])
     model = _model(epoch=1)
     expected = dropout_probability(1, model.train_params)
     assert model.train().dropout_p == pytest.approx(expected) and expected > 0
-    assert model.eval().dropout_p == 0.0  # inference never drops transforms
+    assert model.eval().dropout_p is None  # inference never drops transforms
+
+
+def test_first_epoch_at_probability_zero_takes_the_dropout_path_as_the_reference(images) -> None:
+    """taichi/ted (``dropout_startp: 0``): at epoch 0 the reference still runs its dropout
+    softmax - one random draw per transform, 1e-6 in the partition - not ``F.softmax``."""
+    model = _model("taichi", epoch=0)
+    assert model.train().dropout_p == 0.0  # the dropout path, at probability 0
+    model.set_epoch(35)
+    assert model.dropout_p is None  # from dropout_epoch on: a plain softmax
+
+    logits = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(1))
+    gen = torch.Generator().manual_seed(5)
+    at_zero = dropout_softmax(logits, 0.0, gen)
+    # the same stream position as after drawing torch.rand(B, K+1) from a fresh generator
+    after = torch.Generator().manual_seed(5)
+    torch.rand(2, 3, generator=after)
+    assert torch.equal(gen.get_state(), after.get_state())
+    exp = (logits - logits.amax(1, keepdim=True)).exp()
+    assert torch.allclose(at_zero, exp / (exp.sum(1, keepdim=True) + 1e-6), rtol=0, atol=1e-7)
+    assert not torch.equal(at_zero, torch.softmax(logits, 1))
+
+    net = model.dense_motion_network
+    source = images[0]
+    kp = model.kp_detector(source)
+    for p, draws in ((0.0, True), (None, False)):
+        gen = torch.Generator().manual_seed(0)
+        state = gen.get_state()
+        net(source, kp_driving=kp, kp_source=kp, dropout_p=p, generator=gen)
+        assert (not torch.equal(gen.get_state(), state)) is draws
 
 
 def test_background_and_warp_losses() -> None:
@@ -328,7 +357,7 @@ def test_ablation_switches_off_what_it_says(ablation: str, images) -> None:
     model = build_model(config).train()
     model.set_epoch(1)
     losses, generated = model(*images)
-    assert (model.dropout_p > 0) is (step >= 1)
+    assert (model.dropout_p is not None) is (step >= 1)
     assert (len(generated["occlusion_map"]) == 4) is (step >= 2)
     assert ("bg" in losses) is (step >= 3)
     assert ("warp_loss" in losses) is (step >= 4)

@@ -158,7 +158,7 @@ class DenseMotionNetwork(nn.Module):
         kp_driving: dict[str, torch.Tensor],
         kp_source: dict[str, torch.Tensor],
         bg_param: torch.Tensor | None = None,
-        dropout_p: float = 0.0,
+        dropout_p: float | None = None,
         foreground_grids: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> dict[str, torch.Tensor | list[torch.Tensor]]:
@@ -166,7 +166,7 @@ class DenseMotionNetwork(nn.Module):
         ``deformed_source`` and ``occlusion_map`` (a list, coarsest first).
 
         ``foreground_grids`` (B, K, h, w, 2) replaces the TPS grids (CPAB; K = ``num_transforms``);
-        keypoints are still needed for the heatmaps. ``dropout_p > 0`` turns on TPS dropout.
+        keypoints are still needed for the heatmaps. A ``dropout_p`` (even 0) turns on TPS dropout.
         """
         if self.scale_factor != 1:
             source_image = self.down(source_image)
@@ -201,7 +201,7 @@ class DenseMotionNetwork(nn.Module):
             torch.cat([heatmap, deformed.view(bs, -1, h, w)], dim=1)
         )
         logits = self.maps(levels[-1])
-        if dropout_p > 0:
+        if dropout_p is not None:
             contribution = dropout_softmax(logits, dropout_p, generator)
         else:
             contribution = F.softmax(logits, dim=1)

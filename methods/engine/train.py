@@ -127,13 +127,20 @@ def run_fingerprint(config: dict[str, Any], options: TrainOptions) -> str:
 def build_dataset(config: dict[str, Any], dataset_root: Path, seed: int) -> FramePairDataset:
     data = config["dataset_params"]
     height, width = data["frame_shape"][:2]
+    augmentation = AugmentationConfig.from_dict(data.get("augmentation_params", {}))
+    if augmentation.crop_size is not None and augmentation.crop_size != (height, width):
+        raise ValueError(
+            f"dataset_params.augmentation_params.crop_param size {list(augmentation.crop_size)} "
+            f"must equal frame_shape's {[height, width]} (the crop is what the model sees)"
+        )
     return FramePairDataset(
         dataset_root,
         split="train",
         frame_size=(height, width),
-        augmentation=AugmentationConfig.from_dict(data.get("augmentation_params", {})),
+        augmentation=augmentation,
         num_repeats=config["train_params"]["num_repeats"],
         seed=seed,
+        id_sampling=bool(data.get("id_sampling", False)),
     )
 
 

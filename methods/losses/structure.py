@@ -9,7 +9,10 @@ without copying its identity.
 
 ``distance`` is a config value: ``"frobenius"`` (the paper: Frobenius norm of the difference of
 the two matrices, averaged over the batch) or ``"mse"`` (the authors' release: mean squared
-difference over all entries). The driving branch runs under ``torch.no_grad()``; the ViT is
+difference over all entries of a sample). ``reduction`` says how the samples of a batch
+combine: ``"mean"`` (the paper's form) or ``"sum"`` (the release sums its per-sample losses over
+the batch, so its effective weight grows with the batch). The driving branch runs under
+``torch.no_grad()``; the ViT is
 frozen and stays in eval mode whatever its parent does. Choices and facts: docs/cpab_losses.md.
 """
 
@@ -40,10 +43,12 @@ DINO_MODELS: dict[str, DinoModel] = {
     "dino_vits8": DinoModel("vit_small_patch8_224", "dino_vits8"),
 }
 DISTANCES = ("frobenius", "mse")
+REDUCTIONS = ("mean", "sum")
 # Options a config may set, with their defaults (the paper's/release's values).
 STRUCTURE_DEFAULTS: dict[str, Any] = {
     "image_size": 224,  # the release resizes frames to 224 before DINO
     "include_cls": True,  # the key of the CLS token is part of the self-similarity (as in Splice/the release)
+    "reduction": "mean",  # over the batch; the release sums (reduction: sum)
 }
 # Architecture overrides for tests and small demos; only with pretrained=False, since the
 # official checkpoints fix the architecture.
@@ -116,6 +121,11 @@ class StructureLoss(nn.Module):
         self.distance = distance
         self.image_size = int(options["image_size"])
         self.include_cls = bool(options["include_cls"])
+        if options["reduction"] not in REDUCTIONS:
+            raise ValueError(
+                f"unknown structure-loss reduction {options['reduction']!r}; choose one of {', '.join(REDUCTIONS)}"
+            )
+        self.reduction = options["reduction"]
 
         spec = DINO_MODELS[model]
         path = resolve(spec.weights, weights_dir) if pretrained else None  # fails before building
@@ -174,8 +184,10 @@ class StructureLoss(nn.Module):
             sim_driving = self.self_similarity(driving)
         diff = sim_generated - sim_driving
         if self.distance == "mse":
-            return diff.pow(2).mean()
-        # Frobenius norm per sample; the clamp keeps the gradient finite (zero) when the two
-        # matrices coincide, where d||x||/dx is 0/0.
-        squared = diff.pow(2).sum(dim=(1, 2))
-        return squared.clamp_min(torch.finfo(squared.dtype).tiny).sqrt().mean()
+            per_sample = diff.pow(2).mean(dim=(1, 2))
+        else:
+            # Frobenius norm per sample; the clamp keeps the gradient finite (zero) when the two
+            # matrices coincide, where d||x||/dx is 0/0.
+            squared = diff.pow(2).sum(dim=(1, 2))
+            per_sample = squared.clamp_min(torch.finfo(squared.dtype).tiny).sqrt()
+        return per_sample.sum() if self.reduction == "sum" else per_sample.mean()

@@ -51,7 +51,9 @@ class MRAA(AnimationModel):
     """
 
     checkpoint_keys = ("generator", "bg_predictor", "region_predictor")
-    sync_batchnorm = True  # the reference converts every batch norm to SyncBatchNorm
+    # The reference syncs batch norm only when its config sets use_sync_bn, and none of its
+    # configs does (vox256.yaml: False; taichi256.yaml: no key).
+    sync_batchnorm = False
 
     def __init__(
         self,

@@ -50,12 +50,18 @@ GRAD_CLIP_MAX_NORM = 10.0
 GRAD_CLIP_NORM_TYPE = math.inf
 
 
-def dropout_probability(epoch: int, train_params: dict[str, Any]) -> float:
+def dropout_probability(epoch: int, train_params: dict[str, Any]) -> float | None:
     """TPS dropout probability at ``epoch`` (0-based): rises linearly from ``dropout_startp`` by
-    ``dropout_maxp / dropout_inc_epoch`` per epoch, capped at ``dropout_maxp``, and is 0 from
-    ``dropout_epoch`` on (0 everywhere when ``dropout_epoch`` is 0 or absent)."""
+    ``dropout_maxp / dropout_inc_epoch`` per epoch, capped at ``dropout_maxp``; ``None`` (no
+    dropout: a plain softmax) from ``dropout_epoch`` on, and everywhere when ``dropout_epoch``
+    is 0 or absent.
+
+    Before ``dropout_epoch`` the dropout path is taken even at probability 0 (``dropout_startp:
+    0``, the taichi and ted configs' first epoch), as the reference does: it still draws one
+    random number per transform and adds 1e-6 to the partition, so the random stream and the
+    weights differ from a softmax."""
     if epoch >= int(train_params.get("dropout_epoch", 0)):
-        return 0.0
+        return None
     maxp = float(train_params["dropout_maxp"])
     ramp = epoch / float(train_params["dropout_inc_epoch"]) * maxp + float(train_params["dropout_startp"])
     return min(ramp, maxp)
@@ -141,10 +147,11 @@ class TPSMM(AnimationModel):
         self.epoch = epoch
 
     @property
-    def dropout_p(self) -> float:
-        """TPS dropout probability now: the epoch's ramp value while training, else 0."""
+    def dropout_p(self) -> float | None:
+        """TPS dropout probability now: the epoch's ramp value while training before
+        ``dropout_epoch``, else ``None`` (no dropout)."""
         if not self.training or self.epoch is None:
-            return 0.0
+            return None
         return dropout_probability(self.epoch, self.train_params)
 
     @property

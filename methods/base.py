@@ -27,6 +27,10 @@ class AnimationModel(nn.Module):
     #: Whether the method's reference implementation synchronises batch norm across GPUs (the
     #: default of ``train_params.sync_batchnorm``).
     sync_batchnorm: bool = False
+    #: Optimizer groups stepped on a discriminator's loss rather than the generator's (FOMM's
+    #: GAN): after the generator's step the trainer calls ``forward(source, driving,
+    #: phase="discriminator", generated=<the generator phase's outputs>)`` and steps these.
+    discriminator_groups: tuple[str, ...] = ()
 
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__()

@@ -27,11 +27,23 @@ OVERRIDES = {
 }
 
 
-def _command(dataset: Path, out: Path, nproc: int) -> list[str]:
+#: With FOMM's GAN: the discriminator's phase goes through the same DDP wrapper.
+GAN_OVERRIDES = {
+    **OVERRIDES,
+    "model_params.discriminator_params": {"scales": [1], "block_expansion": 4, "max_features": 16, "num_blocks": 3,
+                                          "sn": True, "use_kp": True},
+    "train_params.lr_discriminator": 2.0e-4,
+    "train_params.loss_weights.generator_gan": 1,
+    "train_params.loss_weights.discriminator_gan": 1,
+    "train_params.loss_weights.feature_matching": [10, 10, 10],
+}
+
+
+def _command(dataset: Path, out: Path, nproc: int, overrides: dict) -> list[str]:
     train = [
         "-m", "animbench", "train",
         "--method-config", str(REPO / "methods/configs/fomm/synthetic.yaml"),
-        "--overrides", json.dumps(OVERRIDES), "--dataset", str(dataset), "--out", str(out),
+        "--overrides", json.dumps(overrides), "--dataset", str(dataset), "--out", str(out),
         "--seed", "4", "--threads", "1", "--no-progress", "--device", "cpu",
     ]
     if nproc == 1:
@@ -40,20 +52,22 @@ def _command(dataset: Path, out: Path, nproc: int) -> list[str]:
 
 
 @pytest.mark.slow
-def test_two_gloo_processes_match_one_process(tiny_dataset, tmp_path):
+@pytest.mark.parametrize("gan", [False, True], ids=["plain", "gan"])
+def test_two_gloo_processes_match_one_process(tiny_dataset, tmp_path, gan):
+    overrides = GAN_OVERRIDES if gan else OVERRIDES
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     for nproc in (1, 2):
         done = subprocess.run(
-            _command(tiny_dataset, tmp_path / f"p{nproc}", nproc), env=env, cwd=REPO,
+            _command(tiny_dataset, tmp_path / f"p{nproc}", nproc, overrides), env=env, cwd=REPO,
             capture_output=True, text=True, timeout=600,
         )
         assert done.returncode == 0, done.stderr[-3000:]
     one, two = (checkpoints.read(tmp_path / f"p{n}" / "checkpoint.pt") for n in (1, 2))
     torch.manual_seed(4)  # the trainer's initialisation
     start = checkpoints.model_state(build_model(load_method_config(
-        REPO / "methods/configs/fomm/synthetic.yaml", overrides=OVERRIDES)))
+        REPO / "methods/configs/fomm/synthetic.yaml", overrides=overrides)))
     moved = differ = 0.0
-    for net in ("generator", "kp_detector"):
+    for net in ("generator", "kp_detector", *(["discriminator"] if gan else [])):
         for key, value in one[net].items():
             if value.is_floating_point():
                 moved += float((value - start[net][key]).pow(2).sum())

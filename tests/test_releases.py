@@ -72,8 +72,11 @@ def test_a_release_layout_loads_strictly_into_our_full_size_architecture(name, t
     if release.dataset == "vox":
         # The stand-in's layout is the reference's, pinned from its code (tests/data).
         pinned = json.loads((DATA / f"{release.method}_vox256_state_dict.json").read_text())
+        if "discriminator" in model.checkpoint_keys:  # the adversarial release (vox-adv)
+            pinned["discriminator"] = json.loads((DATA / "fomm_discriminator_state_dict.json").read_text())["vox-adv-256"]
         for key in model.checkpoint_keys:
             assert [[k, list(v.shape)] for k, v in payload[key].items()] == pinned[key], key
+    assert ("discriminator" in model.checkpoint_keys) is (name in ("fomm_vox_adv", "fomm_taichi_adv", "fomm_mgif"))
 
 
 def _lock_standin(name: str, folder: Path, monkeypatch, lock: Path, payload: dict | None = None) -> Path:

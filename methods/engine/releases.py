@@ -59,11 +59,13 @@ class Release:
     #: here: discriminators, optimizers, epoch), so a stand-in can be written in the same layout.
     extra_entries: tuple[str, ...] = ()
     has_avd: bool = False  # MRAA/TPSMM releases carry the AVD network used by animation's avd mode
+    #: The config's file name when it is not the dataset's (FOMM's ``vox-adv``, ``taichi-adv``).
+    config_name: str = ""
 
     @property
     def config(self) -> str:
         """Our reference config of its architecture, relative to the repository."""
-        return f"methods/configs/{self.method}/{self.dataset}.yaml"
+        return f"methods/configs/{self.method}/{self.config_name or self.dataset}.yaml"
 
     def overrides(self) -> dict[str, Any]:
         return {ALIGN_CORNERS_KEY[self.method]: self.align_corners}
@@ -79,15 +81,16 @@ def _register(release: Release, file: weights.WeightsFile) -> None:
 
 
 _FOMM_EXTRA = ("discriminator", "optimizer_generator", "optimizer_discriminator", "optimizer_kp_detector", "epoch")
-for _name, _file, _dataset, _note in (
-    ("fomm_vox", "vox-cpk.pth.tar", "vox", ""),
-    ("fomm_vox_adv", "vox-adv-cpk.pth.tar", "vox", "trained with FOMM's GAN; its discriminator is not loaded"),
-    ("fomm_taichi", "taichi-cpk.pth.tar", "taichi", ""),
-    ("fomm_taichi_adv", "taichi-adv-cpk.pth.tar", "taichi", "trained with FOMM's GAN; its discriminator is not loaded"),
-    ("fomm_mgif", "mgif-cpk.pth.tar", "mgif", "trained with FOMM's GAN; its discriminator is not loaded"),
+_FOMM_GAN = "trained with FOMM's GAN; its discriminator loads with it"
+for _name, _file, _dataset, _config, _note in (
+    ("fomm_vox", "vox-cpk.pth.tar", "vox", "", ""),
+    ("fomm_vox_adv", "vox-adv-cpk.pth.tar", "vox", "vox-adv", _FOMM_GAN),
+    ("fomm_taichi", "taichi-cpk.pth.tar", "taichi", "", ""),
+    ("fomm_taichi_adv", "taichi-adv-cpk.pth.tar", "taichi", "taichi-adv", _FOMM_GAN),
+    ("fomm_mgif", "mgif-cpk.pth.tar", "mgif", "", _FOMM_GAN),
 ):
     _register(
-        Release(_name, "fomm", _dataset, True, _FOMM_EXTRA),
+        Release(_name, "fomm", _dataset, True, _FOMM_EXTRA, config_name=_config),
         weights.WeightsFile(
             name=_name, filename=_file, url=FOMM_YANDEX, remote_path=f"/{_file}", mirror=FOMM_DRIVE,
             sha256_prefix="",

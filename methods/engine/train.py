@@ -524,12 +524,39 @@ class _Trainer:
 
     # -- one step ---------------------------------------------------------------------------
     def _train_step(self, batch: dict[str, Any]) -> dict[str, float]:
-        """Forward, backward and optimizer steps; returns this step's losses averaged over processes."""
+        """Forward, backward and optimizer steps; returns this step's losses averaged over processes.
+
+        A model with ``discriminator_groups`` (FOMM's GAN) takes a second phase, as the
+        reference: the generator-side optimizers step on the generator's loss (whatever it left
+        in the discriminator's gradients is dropped), then the discriminator's loss on the
+        detached prediction steps the discriminator's optimizers."""
         source = self.precision.images(batch["source"], self.device)
         driving = self.precision.images(batch["driving"], self.device)
+        adversary = tuple(getattr(self.model, "discriminator_groups", ()))
         with self.precision.autocast(self.device):
-            losses, _ = self.network(source, driving)
+            losses, generated = self.network(source, driving)
         total = sum(losses.values())
+        logged = self._reduced(losses, total)
+        generator_side = [name for name in self.optimizers if name not in adversary]
+        self._backward(total, generator_side)
+        self.model.before_optimizer_step()
+        self._step(generator_side)
+        if adversary:
+            for name in adversary:
+                self.optimizers[name].zero_grad(set_to_none=True)
+            with self.precision.autocast(self.device):
+                losses_d, _ = self.network(source, driving, phase="discriminator", generated=generated)
+            total_d = sum(losses_d.values())
+            logged_d = self._reduced(losses_d, total_d)
+            self._backward(total_d, list(adversary))
+            self._step(list(adversary))
+            logged.update({k: v for k, v in logged_d.items() if k != "total"})
+        if self.scaler is not None:
+            self.scaler.update()
+        return logged
+
+    def _reduced(self, losses: dict[str, torch.Tensor], total: torch.Tensor) -> dict[str, float]:
+        """The losses and their total averaged over processes; a non-finite one stops training."""
         names = sorted(losses)
         values = torch.stack([losses[k].detach().float() for k in names] + [total.detach().float()])
         values = distributed.all_reduce_sum(values, self.ctx) / self.ctx.world_size
@@ -539,22 +566,27 @@ class _Trainer:
                 f"training diverged at epoch {self.epoch + 1}, step {self.step + 1}: non-finite loss "
                 f"({detail}); {self._kept()}; lower the learning rates (train_params.lr_*) and re-run"
             )
-        if self.scaler is not None:
-            self.scaler.scale(total).backward()
-            for opt in self.optimizers.values():
-                self.scaler.unscale_(opt)
-        else:
+        return dict(zip([*names, "total"], values.tolist(), strict=True))
+
+    def _backward(self, total: torch.Tensor, names: list[str]) -> None:
+        """Backward; under fp16 the gradients of optimizers ``names`` are then unscaled, so that
+        ``before_optimizer_step`` (gradient clipping) sees true gradients."""
+        if self.scaler is None:
             total.backward()
-        self.model.before_optimizer_step()
-        for opt in self.optimizers.values():
+            return
+        self.scaler.scale(total).backward()
+        for name in names:
+            self.scaler.unscale_(self.optimizers[name])
+
+    def _step(self, names: list[str]) -> None:
+        """Step the optimizers ``names`` and clear every gradient they hold."""
+        for name in names:
+            opt = self.optimizers[name]
             if self.scaler is not None:
                 self.scaler.step(opt)
             else:
                 opt.step()
             opt.zero_grad(set_to_none=True)
-        if self.scaler is not None:
-            self.scaler.update()
-        return dict(zip([*names, "total"], values.tolist(), strict=True))
 
     def _stop_requested(self, signals: _StopSignals, last_save: float) -> tuple[bool, bool]:
         """(stop for a signal, save because of the time budget), agreed by every process."""

@@ -1,7 +1,13 @@
 """First Order Motion Model (Siarohin et al., NeurIPS 2019) as an :class:`AnimationModel`.
 
-Adversarial training (the reference's optional discriminator, weight 0 in its vox/taichi
-configs) is not implemented, so checkpoints hold ``generator`` and ``kp_detector`` only.
+Adversarial training as the reference's: when ``loss_weights.generator_gan`` is not 0 (the
+``mgif``, ``vox-adv`` and ``taichi-adv`` configs) a multi-scale patch discriminator
+(``model_params.discriminator_params``) is part of the model and of its checkpoints
+(``discriminator``), the generator's loss gains the least-squares GAN term and discriminator
+feature matching, and after every generator step the trainer steps the discriminator on its own
+loss (``forward(..., phase="discriminator")``). Otherwise (weight 0, the vox/taichi/ted configs,
+as the reference's) there is no discriminator and checkpoints hold ``generator`` and
+``kp_detector`` only.
 """
 
 from __future__ import annotations
@@ -15,7 +21,13 @@ from torch import nn
 from data_prep.weights import DEFAULT_WEIGHTS_DIR
 from methods.base import AnimationModel, Motion
 from methods.detectors.keypoint import KPDetector
+from methods.discriminators.multiscale import MultiScaleDiscriminator
 from methods.generators.occlusion_aware import OcclusionAwareGenerator
+from methods.losses.adversarial import (
+    discriminator_gan_loss,
+    feature_matching_loss,
+    generator_gan_loss,
+)
 from methods.losses.equivariance import equivariance_terms
 from methods.losses.perceptual import PyramidPerceptualLoss
 from methods.motion.relative import movement_scale, relative_linear, relative_points
@@ -69,12 +81,30 @@ class FOMM(AnimationModel):
                 num_channels=common.get("num_channels", 3),
                 weights_dir=weights_dir,
             )
+        # Built with or without losses: an adv release's discriminator then loads strictly.
+        self.discriminator: MultiScaleDiscriminator | None = None
+        if float(self.loss_weights.get("generator_gan", 0)) != 0:
+            if "discriminator_params" not in model_params:
+                raise ValueError(
+                    "train_params.loss_weights.generator_gan is not 0 but model_params has no "
+                    "discriminator_params (the GAN needs its discriminator)"
+                )
+            num_channels = common.get("num_channels", 3)
+            self.discriminator = MultiScaleDiscriminator(
+                **model_params["discriminator_params"], num_channels=num_channels, num_kp=common["num_kp"]
+            )
+            self.gan_pyramid = self.discriminator.pyramid(num_channels)
+            self.checkpoint_keys = (*type(self).checkpoint_keys, "discriminator")
+            self.discriminator_groups = ("discriminator",)
 
     def optimizer_groups(self) -> dict[str, list[nn.Parameter]]:
-        return {
+        groups = {
             "generator": list(self.generator.parameters()),
             "kp_detector": list(self.kp_detector.parameters()),
         }
+        if self.discriminator is not None:
+            groups["discriminator"] = list(self.discriminator.parameters())
+        return groups
 
     def encode(self, image: torch.Tensor) -> Motion:
         return self.kp_detector(image)
@@ -133,8 +163,14 @@ class FOMM(AnimationModel):
         return out
 
     def forward(
-        self, source: torch.Tensor, driving: torch.Tensor
+        self,
+        source: torch.Tensor,
+        driving: torch.Tensor,
+        phase: str = "generator",
+        generated: dict[str, torch.Tensor] | None = None,
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        if phase == "discriminator":
+            return self._discriminator_losses(driving, generated), {}
         kp_source = self.kp_detector(source)
         kp_driving = self.kp_detector(driving)
         generated = self.generate(source, kp_source, kp_driving)
@@ -146,6 +182,16 @@ class FOMM(AnimationModel):
         losses: dict[str, torch.Tensor] = {}
         if self.perceptual is not None:
             losses["perceptual"] = self.perceptual(generated["prediction"], driving)
+        if self.discriminator is not None:
+            # the reference's order: generated first, then real (spectral norm's power
+            # iteration advances at every call in training mode)
+            kp = kp_driving["value"].detach()
+            judged = self.discriminator(self.gan_pyramid(generated["prediction"]), kp)
+            judged_real = self.discriminator(self.gan_pyramid(driving), kp)
+            losses["gen_gan"] = generator_gan_loss(judged, float(self.loss_weights["generator_gan"]))
+            matching = [float(w) for w in self.loss_weights.get("feature_matching", [])]
+            if sum(matching) != 0:
+                losses["feature_matching"] = feature_matching_loss(judged_real, judged, matching)
 
         w_value = float(self.loss_weights.get("equivariance_value", 0))
         w_jac = (
@@ -171,3 +217,12 @@ class FOMM(AnimationModel):
             if w_jac != 0:
                 losses["equivariance_jacobian"] = w_jac * jac_loss
         return losses, generated
+
+    def _discriminator_losses(self, driving: torch.Tensor, generated: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
+        """The discriminator's loss on the generator phase's outputs (prediction detached)."""
+        if self.discriminator is None or generated is None:
+            raise ValueError("the discriminator phase needs a GAN config and the generator phase's outputs")
+        kp = generated["kp_driving"].detach()
+        judged = self.discriminator(self.gan_pyramid(generated["prediction"].detach()), kp)
+        judged_real = self.discriminator(self.gan_pyramid(driving), kp)
+        return {"disc_gan": discriminator_gan_loss(judged_real, judged, float(self.loss_weights["discriminator_gan"]))}

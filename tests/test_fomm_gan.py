@@ -13,7 +13,11 @@ from methods.discriminators.multiscale import MultiScaleDiscriminator, scale_key
 from methods.engine import checkpoints, distributed
 from methods.engine.config import load_method_config
 from methods.engine.train import STATE_NAME, RunControl, TrainOptions, _method_task, _Trainer, train
-from methods.losses.adversarial import discriminator_gan_loss, feature_matching_loss, generator_gan_loss
+from methods.losses.adversarial import (
+    discriminator_gan_loss,
+    feature_matching_loss,
+    generator_gan_loss,
+)
 from methods.registry import build_model
 from tests.conftest import REPO, TINY_FOMM
 

@@ -71,3 +71,26 @@ def test_transform_matches_libcpab_for_the_same_field():
     # Within 1e-3 of the domain size (the domain is 2 wide), and the same scheme agrees tightly.
     assert (exact - theirs).abs().max() < 2e-3
     assert (numeric.double() - theirs).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("nc,zb,vp", [(4, False, False), (6, False, False), (4, True, False), (3, False, True)])
+def test_libcpab_theta_coordinates_are_libcpabs(nc, zb, vp):
+    """methods.motion.cpab.libcpab_theta rebuilds libcpab's constraint matrix and basis exactly
+    (libcpab 0.1.3 builds the same ones as the release's pinned libcpab @aabfd9e), and maps its
+    theta to ours for the same transformation."""
+    import numpy as np
+
+    from methods.motion.cpab.libcpab_theta import constraint_matrix, libcpab_basis, libcpab_to_ours
+
+    lib = _lib(nc, zb, vp)
+    tess = Tessellation(nc, nc, zero_boundary=zb, volume_preserving=vp)
+    assert np.array_equal(constraint_matrix(tess), np.asarray(lib.params.constrain_mat))
+    assert torch.equal(libcpab_basis(tess), torch.as_tensor(lib.params.basis, dtype=torch.float64))
+    ours = CPAB(tess)
+    to_ours = libcpab_to_ours(tess, ours.basis)
+    theta_lib = torch.randn(2, ours.dim, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    theta = theta_lib @ to_ours.T
+    assert torch.allclose(_ours_to_lib_theta(ours, lib, theta), theta_lib, atol=1e-10)
+    if not zb:  # the local 4x4 and global 6x6 of the release: Adam's steps are rescaled unevenly
+        singular = torch.linalg.svdvals(to_ours)
+        assert 0.75 < float(singular.min()) < 0.85 and 2.4 < float(singular.max()) < 2.6

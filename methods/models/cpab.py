@@ -38,6 +38,7 @@ from methods.blocks import make_coordinate_grid
 from methods.detectors.resnet_keypoints import POINTS_PER_TPS
 from methods.models.tpsmm import TPSMM
 from methods.motion.cpab import CPAB, Tessellation, fit_adam
+from methods.motion.cpab.libcpab_theta import libcpab_to_ours
 from methods.registry import register_method
 
 #: Keys of ``model_params.cpab_params`` (all required by the schema; no defaults here).
@@ -46,6 +47,8 @@ CPAB_PARAM_KEYS = (
     "fit_iterations",
     "global_iterations_scale",
     "fit_lr",
+    "fit_coordinates",
+    "fit_init",
     "keypoint_gradient",
     "tessellation",
     "local_cells",
@@ -86,6 +89,10 @@ class CPABMotion:
             round(self.iterations * float(params["global_iterations_scale"]))
         )
         self.lr = float(params["fit_lr"])
+        self.coordinates = str(params["fit_coordinates"])
+        if self.coordinates not in ("ours", "libcpab"):
+            raise ValueError(f"cpab_params.fit_coordinates must be 'ours' or 'libcpab', got {self.coordinates!r}")
+        self.init = float(params["fit_init"])
         self.integration = str(params["integration"])
         self.steps = int(params["integration_steps"])
         kind, zero_boundary = str(params["tessellation"]), bool(params["zero_boundary"])
@@ -111,6 +118,9 @@ class CPABMotion:
         if self.fit_method == "fast":
             return cpab.fit(kd, ks, method="fast")
         iterations = self.global_iterations if global_ else self.iterations
+        coordinates = None
+        if self.coordinates == "libcpab":
+            coordinates = libcpab_to_ours(cpab.tess, cpab.basis)  # cached basis; a d x d product
         with torch.enable_grad():  # Adam needs autograd, also under no_grad inference
             return fit_adam(
                 cpab,
@@ -120,6 +130,8 @@ class CPABMotion:
                 lr=self.lr,
                 method=self.integration,
                 steps=self.steps,
+                coordinates=coordinates,
+                init=self.init,
             )
 
     def _grid(

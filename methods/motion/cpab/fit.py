@@ -42,20 +42,30 @@ def fit_adam(
     lr: float = 1e-2,
     method: str = "numeric",
     steps: int = 50,
+    coordinates: torch.Tensor | None = None,
+    init: float = 0.0,
 ) -> torch.Tensor:
-    """The release's procedure: theta from zero, Adam on ||T(kp_d) - kp_s|| (Frobenius over
-    the whole batch), keypoints detached. Shapes (S, N, 2) -> (S, d); no gradient to keypoints.
+    """The release's procedure: Adam on ||T(kp_d) - kp_s|| (Frobenius over the whole batch),
+    keypoints detached, every coordinate of theta starting at ``init`` (the release: 1e-6).
+    Shapes (S, N, 2) -> (S, d); no gradient to keypoints.
+
+    ``coordinates``: a (d, d) matrix P; Adam then runs over phi with theta = P phi (the
+    release's libcpab coordinates: :func:`methods.motion.cpab.libcpab_theta.libcpab_to_ours`).
+    Adam's steps depend on the coordinates it runs in, so this is what reproduces the release.
     """
     kd = kp_driving.detach().float()
     ks = kp_source.detach().float()
-    theta = torch.zeros(kd.shape[0], cpab.dim, requires_grad=True)
-    opt = torch.optim.Adam([theta], lr=lr)
+    phi = torch.full((kd.shape[0], cpab.dim), float(init), requires_grad=True)
+    to_theta = None if coordinates is None else coordinates.to(torch.float32).T
+    opt = torch.optim.Adam([phi], lr=lr)
     for _ in range(iterations):
         opt.zero_grad()
+        theta = phi if to_theta is None else phi @ to_theta
         loss = torch.linalg.norm(cpab.transform(kd, theta, method=method, steps=steps) - ks)
         loss.backward()
         opt.step()
-    return theta.detach()
+    with torch.no_grad():
+        return (phi if to_theta is None else phi @ to_theta).detach()
 
 
 def _solve(j: torch.Tensor, cov: torch.Tensor, rhs: torch.Tensor, reg: float) -> torch.Tensor:

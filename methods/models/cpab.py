@@ -102,6 +102,12 @@ class CPABMotion:
         if bool(params["global"]):
             gx, gy = (int(v) for v in params["global_cells"])
             self.global_ = CPAB(Tessellation(gx, gy, kind=kind, zero_boundary=zero_boundary))
+        # The (d, d) maps from libcpab's theta to ours, once per transform rather than per fit.
+        self._to_ours: dict[bool, torch.Tensor] = {}
+        if self.coordinates == "libcpab":
+            for global_, cpab in ((False, self.local), (True, self.global_)):
+                if cpab is not None:
+                    self._to_ours[global_] = libcpab_to_ours(cpab.tess, cpab.basis)
 
     @property
     def num_transforms(self) -> int:
@@ -118,9 +124,7 @@ class CPABMotion:
         if self.fit_method == "fast":
             return cpab.fit(kd, ks, method="fast")
         iterations = self.global_iterations if global_ else self.iterations
-        coordinates = None
-        if self.coordinates == "libcpab":
-            coordinates = libcpab_to_ours(cpab.tess, cpab.basis)  # cached basis; a d x d product
+        coordinates = self._to_ours.get(global_)  # None: Adam in our theta
         with torch.enable_grad():  # Adam needs autograd, also under no_grad inference
             return fit_adam(
                 cpab,

@@ -183,11 +183,7 @@ class FOMM(AnimationModel):
         if self.perceptual is not None:
             losses["perceptual"] = self.perceptual(generated["prediction"], driving)
         if self.discriminator is not None:
-            # the reference's order: generated first, then real (spectral norm's power
-            # iteration advances at every call in training mode)
-            kp = kp_driving["value"].detach()
-            judged = self.discriminator(self.gan_pyramid(generated["prediction"]), kp)
-            judged_real = self.discriminator(self.gan_pyramid(driving), kp)
+            judged, judged_real = self._judge(generated["prediction"], driving, kp_driving["value"])
             losses["gen_gan"] = generator_gan_loss(judged, float(self.loss_weights["generator_gan"]))
             matching = [float(w) for w in self.loss_weights.get("feature_matching", [])]
             if sum(matching) != 0:
@@ -218,11 +214,16 @@ class FOMM(AnimationModel):
                 losses["equivariance_jacobian"] = w_jac * jac_loss
         return losses, generated
 
+    def _judge(self, prediction: torch.Tensor, driving: torch.Tensor, kp_driving: torch.Tensor):
+        """The discriminator on the generated frame, then on the real one (the reference's order:
+        spectral norm's power iteration advances at every call in training mode), both seeing
+        the detached driving keypoints."""
+        kp = kp_driving.detach()
+        return self.discriminator(self.gan_pyramid(prediction), kp), self.discriminator(self.gan_pyramid(driving), kp)
+
     def _discriminator_losses(self, driving: torch.Tensor, generated: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
         """The discriminator's loss on the generator phase's outputs (prediction detached)."""
         if self.discriminator is None or generated is None:
             raise ValueError("the discriminator phase needs a GAN config and the generator phase's outputs")
-        kp = generated["kp_driving"].detach()
-        judged = self.discriminator(self.gan_pyramid(generated["prediction"].detach()), kp)
-        judged_real = self.discriminator(self.gan_pyramid(driving), kp)
+        judged, judged_real = self._judge(generated["prediction"].detach(), driving, generated["kp_driving"])
         return {"disc_gan": discriminator_gan_loss(judged_real, judged, float(self.loss_weights["discriminator_gan"]))}

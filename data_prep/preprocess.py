@@ -8,10 +8,13 @@ one frame, never a video. Rules (from the public video-preprocessing protocol):
   ``start / meta_fps <= i / fps < end / meta_fps`` (``start``/``end`` are frame numbers at the
   metadata's ``meta_fps``), i.e. the chunk's time interval, whatever the downloaded frame rate;
 - the bbox is given in the metadata's ``width x height`` and is scaled to the decoded
-  resolution (``x * decoded_width // width``), then clipped to the frame;
-- the crop is resized to the dataset size with anti-aliasing: by default with scikit-image's
-  ``resize(anti_aliasing=True)`` + ``img_as_ubyte`` as the reference did, optionally with PIL's
-  bilinear filter (:func:`resize_frame`).
+  resolution as the reference script computes it, ``int(x / (width / decoded_width))`` in
+  floating point (not ``x * decoded_width // width``: 640 / (1280 / 854) = 426.99999 gives 426),
+  then clipped to the frame;
+- the crop is resized to the dataset size with anti-aliasing (:func:`resize_frame`): ``paper``,
+  scikit-image 0.14.2's ``resize(anti_aliasing=True)`` + ``img_as_ubyte`` reproduced
+  (:mod:`data_prep.legacy_resize`; the frames of every published table), ``modern``, the same
+  call on today's scikit-image, or ``pil``, PIL's bilinear filter.
 
 Each chunk is written into a hidden temporary folder and renamed into place when complete, so
 an interrupted run leaves either a finished chunk or nothing that a later run would trust.
@@ -51,10 +54,11 @@ class ChunkResult:
 def scale_bbox(chunk: Chunk, decoded_size: tuple[int, int]) -> tuple[int, int, int, int]:
     """The chunk's bbox in pixels of a decoded frame of ``(height, width)``, clipped to it."""
     h, w = decoded_size
-    left = chunk.left * w // chunk.width
-    right = chunk.right * w // chunk.width
-    top = chunk.top * h // chunk.height
-    bottom = chunk.bottom * h // chunk.height
+    # The reference's float arithmetic, truncated by int(): kept as is so that crops match.
+    left = int(chunk.left / (chunk.width / w))
+    right = int(chunk.right / (chunk.width / w))
+    top = int(chunk.top / (chunk.height / h))
+    bottom = int(chunk.bottom / (chunk.height / h))
     left, right = max(0, min(left, w)), max(0, min(right, w))
     top, bottom = max(0, min(top, h)), max(0, min(bottom, h))
     return left, top, right, bottom
@@ -82,33 +86,48 @@ def expected_frames(chunk: Chunk, fps: float) -> int:
     return last - first
 
 
-RESIZE_METHODS = ("reference", "pil")
+RESIZE_METHODS = ("paper", "modern", "pil")
+#: Old names, refused with the new ones (a dataset's resize is part of what made its frames).
+RENAMED_RESIZE = {"reference": "'modern' (today's scikit-image) or 'paper' (0.14.2, as the papers)"}
 
 
-def resize_frame(frame: np.ndarray, size: tuple[int, int], method: str = "reference") -> np.ndarray:
+def check_resize(method: str) -> str:
+    """``method`` if it is a known resize; else a ValueError saying what to write instead."""
+    if method in RENAMED_RESIZE:
+        raise ValueError(f"resize {method!r} was renamed: use {RENAMED_RESIZE[method]}")
+    if method not in RESIZE_METHODS:
+        raise ValueError(f"resize {method!r} is not one of {list(RESIZE_METHODS)}")
+    return method
+
+
+def resize_frame(frame: np.ndarray, size: tuple[int, int], method: str = "paper") -> np.ndarray:
     """Resize an RGB uint8 frame to ``size`` (H, W) with anti-aliasing.
 
-    ``reference``: scikit-image's ``resize(..., anti_aliasing=True)`` (Gaussian pre-filter,
-    bilinear) and ``img_as_ubyte``, the calls the reference preparation made, so frames match
-    preprocessed copies others hold. ``pil``: PIL's bilinear filter, whose support widens when
-    shrinking (also anti-aliased; faster, not identical).
+    ``paper``: ``img_as_ubyte(resize(crop, size, anti_aliasing=True))`` as scikit-image 0.14.2
+    computed it, the call and version of the reference preparation (the published frames;
+    :mod:`data_prep.legacy_resize`). ``modern``: the same call on today's scikit-image (reflect
+    padding, float Gaussian: no dark border; 0.5-1 levels brighter on average). ``pil``: PIL's
+    bilinear filter, whose support widens when shrinking (anti-aliased; faster, not identical).
     """
+    check_resize(method)
     h, w = size
     if frame.shape[:2] == (h, w):
         return frame
-    if method == "reference":
+    if method == "paper":
+        from data_prep.legacy_resize import skimage014_resize_ubyte
+
+        return skimage014_resize_ubyte(frame, (h, w))
+    if method == "modern":
         from skimage import img_as_ubyte
         from skimage.transform import resize
 
         return img_as_ubyte(resize(frame, (h, w), anti_aliasing=True))
-    if method == "pil":
-        return np.asarray(Image.fromarray(frame).resize((w, h), Image.Resampling.BILINEAR))
-    raise ValueError(f"resize method {method!r} is not one of {list(RESIZE_METHODS)}")
+    return np.asarray(Image.fromarray(frame).resize((w, h), Image.Resampling.BILINEAR))
 
 
 def crop_resize(
     frame: np.ndarray, box: tuple[int, int, int, int], size: tuple[int, int],
-    method: str = "reference",
+    method: str = "paper",
 ) -> np.ndarray:
     """Crop ``frame`` to ``box`` (left, top, right, bottom) and resize to ``size`` (H, W)."""
     left, top, right, bottom = box
@@ -172,7 +191,7 @@ def cut_chunks(
     size: tuple[int, int],
     progress: bool = False,
     compress_level: int = 1,
-    resize: str = "reference",
+    resize: str = "paper",
 ) -> list[ChunkResult]:
     """Write every chunk of ``chunks`` (all cut from ``video``) under ``root/{train,test}/``.
 

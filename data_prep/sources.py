@@ -62,7 +62,7 @@ def find_raw_video(folder: Path, youtube_id: str) -> Path | None:
 
 def import_preprocessed(
     src: Path, chunk: Chunk, root: Path, size: tuple[int, int], compress_level: int = 1,
-    resize: str = "reference",
+    resize: str = "paper",
 ) -> ChunkResult:
     """Copy a preprocessed chunk into ``root`` (atomically), checking every frame decodes.
 

@@ -43,7 +43,7 @@ from data_prep.metadata import (
     write_bad_rows,
     write_chunks,
 )
-from data_prep.preprocess import RESIZE_METHODS, ChunkResult, chunk_dir, cut_chunks
+from data_prep.preprocess import ChunkResult, check_resize, chunk_dir, cut_chunks
 from data_prep.registry import Registry
 from data_prep.sources import VideoSources, find_preprocessed, find_raw_video, import_preprocessed
 
@@ -110,7 +110,8 @@ class VideoParams:
     downloads_dir: Path = Path("resources/downloads")
     keep_downloads: bool = False
     size: tuple[int, int] | None = None
-    resize: str = "reference"
+    # The papers' frames: scikit-image 0.14.2's resize (data_prep/legacy_resize.py).
+    resize: str = "paper"
     workers: int = 1
     progress: bool = True
 
@@ -133,9 +134,10 @@ class VideoParams:
             size = (int(size), int(size)) if isinstance(size, int) else tuple(int(s) for s in size)
             if len(size) != 2 or min(size) <= 0:
                 raise ValueError(f"dataset params: size {params['size']!r} must be N or [H, W]")
-        resize = params.get("resize", "reference")
-        if resize not in RESIZE_METHODS:
-            raise ValueError(f"dataset params: resize {resize!r} is not one of {list(RESIZE_METHODS)}")
+        try:
+            resize = check_resize(params.get("resize", "paper"))
+        except ValueError as err:
+            raise ValueError(f"dataset params: {err}") from None
         for key in ("preprocessed", "raw_videos", "metadata"):
             value = params.get(key)
             if value is not None and not Path(value).exists():

@@ -110,13 +110,15 @@ def test_png_frames_of_another_size_are_resized(tmp_path):
     frames = np.zeros((3, 32, 24, 3), np.uint8)
     frames[..., 0] = 200  # a flat colour survives any anti-aliased resize
     write_video(src, frames)
-    for method in ("reference", "pil"):
+    for method in ("paper", "modern", "pil"):
         root = tmp_path / method
         result = import_preprocessed(src, chunk, root, SIZE, resize=method)
         assert (result.status, result.frames) == ("ok", 3)
         video = read_video(chunk_dir(root, chunk))
         assert video.shape == (3, *SIZE, 3)
-        assert np.abs(video.astype(int) - frames[0, 0, 0]).max() <= 1
+        # scikit-image 0.14 ("paper") pads with black: only its border rows/columns darken.
+        inner = video[:, 2:-2, 2:-2] if method == "paper" else video
+        assert np.abs(inner.astype(int) - frames[0, 0, 0]).max() <= 1
 
 
 def test_an_mp4_chunk_is_decoded_and_resized(tmp_path):

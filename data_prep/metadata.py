@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import csv
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 REQUIRED_COLUMNS = ("video_id", "start", "end", "bbox", "fps", "width", "height", "partition")
@@ -67,7 +67,7 @@ class Chunk:
 
     @property
     def key(self) -> tuple[str, str]:
-        """Identity on disk: the same name may be in both partitions (VoxCeleb has 3 such)."""
+        """Identity on disk: partition and name."""
         return (self.partition, self.name)
 
     @property
@@ -183,8 +183,11 @@ def read_metadata(
     A row is rejected (severity ``error``) for an unparsable or out-of-range value, a bbox that
     does not overlap the frame, an unknown partition, or a chunk name an earlier row of the same
     partition already uses with other values. Kept with a ``warning``: an exact repeat of an
-    earlier row (the reference writes such a chunk once), a chunk listed in both partitions (the
-    reference writes it into both), a bbox reaching past the frame (clipped).
+    earlier row (the reference writes such a chunk once), a bbox reaching past the frame
+    (clipped), and a row whose partition, person, fps or frame size differ from the first row of
+    its ``video_id``: the reference preparation (video-preprocessing's ``load_videos.py``) takes
+    those from a video's first row for every chunk of it (:func:`as_first_row`), so VoxCeleb's 3
+    chunks listed in train and in test exist in train only (test: 522 chunks, not 525).
     """
     path = Path(path)
     if not path.is_file():
@@ -192,7 +195,7 @@ def read_metadata(
     chunks: list[Chunk] = []
     bad: list[BadRow] = []
     seen: dict[tuple[str, str], tuple[int, Chunk]] = {}
-    partitions_of: dict[str, str] = {}
+    first_rows: dict[str, tuple[int, Chunk]] = {}
     try:
         with open(path, newline="", encoding="utf-8") as handle:
             reader = csv.DictReader(handle)
@@ -215,21 +218,31 @@ def read_metadata(
                 except (ValueError, KeyError) as exc:
                     bad.append(BadRow(line, row.get("video_id") or "", str(exc)))
                     continue
+                moved = ""
+                if chunk.video_id in first_rows:
+                    first_line, first = first_rows[chunk.video_id]
+                    moved_to = as_first_row(chunk, first)
+                    if moved_to != chunk:
+                        moved = (f"{chunk.name} ({chunk.partition}) is written as its video's first "
+                                 f"row, line {first_line}, says ({moved_to.partition}"
+                                 f"{', ' + moved_to.name if moved_to.name != chunk.name else ''}), "
+                                 "as the reference does")
+                        chunk = moved_to
+                else:
+                    first_rows[chunk.video_id] = (line, chunk)
                 key = (chunk.partition, chunk.name)
                 if key in seen:
                     first_line, first = seen[key]
                     if first == chunk:
-                        bad.append(BadRow(line, chunk.video_id, f"repeats line {first_line} "
-                                          f"({chunk.name}); kept once", "warning"))
+                        bad.append(BadRow(line, chunk.video_id, (f"{moved}; then " if moved else "")
+                                          + f"repeats line {first_line} ({chunk.name}); kept once",
+                                          "warning"))
                     else:
                         bad.append(BadRow(line, chunk.video_id, f"duplicate chunk {chunk.name} "
                                           f"with other values than line {first_line}"))
                     continue
-                other = partitions_of.get(chunk.name)
-                if other is not None and other != chunk.partition:
-                    bad.append(BadRow(line, chunk.video_id, f"{chunk.name} is also in the "
-                                      f"{other} partition (kept in both, as published)", "warning"))
-                partitions_of.setdefault(chunk.name, chunk.partition)
+                if moved:
+                    bad.append(BadRow(line, chunk.video_id, moved, "warning"))
                 warning = bbox_warning(chunk)
                 if warning:
                     bad.append(BadRow(line, chunk.video_id, warning, "warning"))
@@ -240,6 +253,14 @@ def read_metadata(
     except csv.Error as exc:
         raise MetadataError(f"metadata file {path} cannot be parsed as CSV: {exc}") from exc
     return chunks, bad
+
+
+def as_first_row(chunk: Chunk, first: Chunk) -> Chunk:
+    """``chunk`` as the reference preparation writes it: with the partition, person id, fps and
+    frame size of ``first``, the first row of its ``video_id`` (the script reads those once per
+    video; a chunk whose folder then exists already is skipped)."""
+    return replace(chunk, partition=first.partition, person_id=first.person_id, fps=first.fps,
+                   width=first.width, height=first.height)
 
 
 def group_by_video(chunks: list[Chunk]) -> dict[str, list[Chunk]]:

@@ -33,6 +33,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from data_prep.decode_errors import decode_failure, mp4_truncation
 from data_prep.metadata import Chunk
 from data_prep.video import frame_name
 
@@ -142,7 +143,7 @@ def probe_video(path: str | os.PathLike) -> dict:
     try:
         meta = next(gen)
     except (OSError, RuntimeError, StopIteration) as exc:
-        raise DecodeError(f"cannot decode {path}: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc}") from exc
+        raise DecodeError(f"cannot decode {path}: {decode_failure(path, str(exc) or repr(exc))}") from exc
     finally:
         gen.close()
     if not meta.get("fps") or not meta.get("size"):
@@ -163,7 +164,7 @@ def iter_frames(path: str | os.PathLike):
         for raw in gen:
             yield fps, np.frombuffer(raw, dtype=np.uint8).reshape(h, w, 3)
     except (OSError, RuntimeError) as exc:
-        raise DecodeError(f"cannot decode {path}: {str(exc).strip()[:300]}") from exc
+        raise DecodeError(f"cannot decode {path}: {decode_failure(path, str(exc) or repr(exc))}") from exc
     finally:
         gen.close()
 
@@ -246,10 +247,18 @@ def cut_chunks(
             for c in todo:
                 results[c.key] = ChunkResult(c, "corrupt", 0, f"{video} has no frames")
             return [results[c.key] for c in chunks]
+        truncated: str | None = None  # checked once, and only when a chunk comes up short
         for c in todo:
             box = boxes.get(c.key)
             if box is not None and (box[2] <= box[0] or box[3] <= box[1]):
                 results[c.key] = ChunkResult(c, "corrupt", 0, f"bbox {c.bbox} is empty at the decoded size")
+                continue
+            want = expected_frames(c, fps)
+            if counts[c.key] < want and truncated is None:
+                truncated = mp4_truncation(video)
+            if counts[c.key] < want and truncated:
+                # A cut-off file, not a short video: the chunk is not kept (fetch the file again).
+                results[c.key] = ChunkResult(c, "corrupt", 0, f"{video}: {truncated}")
                 continue
             if counts[c.key] == 0:
                 results[c.key] = ChunkResult(
@@ -258,7 +267,6 @@ def cut_chunks(
                 continue
             os.chmod(tmp_dirs[c.key], 0o755)
             os.replace(tmp_dirs[c.key], chunk_dir(root, c))
-            want = expected_frames(c, fps)
             reason = "" if counts[c.key] >= want else f"short: {counts[c.key]} of {want} frames (video ends)"
             results[c.key] = ChunkResult(c, "ok", counts[c.key], reason)
     finally:

@@ -2,7 +2,9 @@
 
 1. :func:`prepare_metadata` — fetch (or take the user's) metadata table, check it, validate
    every row; writes ``chunks.csv`` (valid chunks), ``metadata_errors.csv`` (rejected rows) and
-   ``metadata_source.json`` (where the table came from and its SHA-256).
+   ``metadata_source.json`` (where the table came from and its SHA-256) and
+   ``preparation.json`` (how frames are made: resize method and size; :func:`check_preparation`
+   refuses to mix frames of two preparations in one folder).
 2. :func:`prepare_video` — one job per YouTube id: find the chunks in a preprocessed copy, or
    the raw video in the user's folder, or download it; cut its chunks; write
    ``.status/{youtube_id}.csv``. Snakemake runs one such job per video (a checkpoint on
@@ -50,6 +52,7 @@ from data_prep.sources import VideoSources, find_preprocessed, find_raw_video, i
 CHUNKS_NAME = "chunks.csv"
 BAD_ROWS_NAME = "metadata_errors.csv"
 SOURCE_NAME = "metadata_source.json"
+PREPARATION_NAME = "preparation.json"
 STATUS_DIR = ".status"
 STATUS_COLUMNS = ["video", "split", "frames", "size", "source", "status", "reason"]
 TRANSIENT_MARK = "retry later"  # in the reasons of failures worth retrying (see download.py)
@@ -204,8 +207,46 @@ def fetch_metadata(spec: VideoDatasetSpec, params: VideoParams) -> Path:
         ) from exc
 
 
+def preparation(spec: VideoDatasetSpec, params: VideoParams) -> dict[str, str]:
+    """What decides a prepared frame's pixels besides the source video: part of the dataset's
+    identity (``preparation.json``), shown in docs/datasets.md."""
+    return {
+        "resize": params.resize,
+        "size": format_size(params.frame_size(spec)),
+        "bbox": "int(x / (width / decoded_width)), as video-preprocessing",
+        "partition": "the first row of each video_id, as video-preprocessing",
+    }
+
+
+def _has_frames(root: Path) -> bool:
+    return any(p.is_dir() and any(p.iterdir()) for p in (root / "train", root / "test"))
+
+
+def check_preparation(root: Path, wanted: dict[str, str]) -> None:
+    """Refuse to add frames of preparation ``wanted`` to a folder whose frames were made otherwise
+    (a finished chunk is never redone, so the dataset would silently mix two resizes). Frames with
+    no record at all were made before animbench recorded it (stage 1 writes the record first)."""
+    path = root / PREPARATION_NAME
+    if not _has_frames(root):
+        return
+    have = json.loads(path.read_text()) if path.is_file() else None
+    if have is not None and all(have.get(k) == v for k, v in wanted.items()):
+        return
+    made = ("by an animbench that did not record how (resize 'reference' = today's 'modern', "
+            "bbox x * w // W, both partitions)" if have is None else
+            ", ".join(f"{k} {have.get(k)!r}" for k in wanted if have.get(k) != wanted[k]))
+    asked = ", ".join(f"{k} {v!r}" for k, v in wanted.items() if have is None or have.get(k) != v)
+    raise MetadataError(
+        f"{root} holds frames made {made if have is None else 'with ' + made}; this config asks "
+        f"for {asked}. One dataset's frames come from one preparation: move {root} away (or set "
+        "paths.datasets elsewhere) and rerun, or set the dataset's params to what made it"
+    )
+
+
 def prepare_metadata(spec: VideoDatasetSpec, params: VideoParams, root: Path) -> list[Chunk]:
     """Stage 1: validate the table into ``root/chunks.csv`` and ``root/metadata_errors.csv``."""
+    root = Path(root)
+    check_preparation(root, preparation(spec, params))
     source = fetch_metadata(spec, params)
     chunks, remarks = read_metadata(source, spec.require_person_id)
     errors = [b for b in remarks if b.severity == "error"]
@@ -226,6 +267,7 @@ def prepare_metadata(spec: VideoDatasetSpec, params: VideoParams, root: Path) ->
         "rejected_rows": len(errors),
         "warnings": len(remarks) - len(errors),
     }, indent=2) + "\n")
+    write_text(root / PREPARATION_NAME, json.dumps(preparation(spec, params), indent=2) + "\n")
     write_chunks(root / CHUNKS_NAME, chunks)  # last: it is the stage's Snakemake output
     return chunks
 
@@ -263,6 +305,8 @@ def prepare_video(
     ``downloader`` replaces :func:`download_video` (tests only).
     """
     root = Path(root)
+    if (root / PREPARATION_NAME).is_file():  # stage 1 wrote it; a direct call may come without
+        check_preparation(root, preparation(spec, params))
     if chunks is None:
         chunks = group_by_video(read_chunks(root / CHUNKS_NAME)).get(youtube_id)
         if not chunks:

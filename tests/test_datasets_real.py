@@ -577,3 +577,22 @@ def test_resize_is_anti_aliased(method):
 def test_unknown_resize_method_is_one_clear_error(tmp_path):
     with pytest.raises(ValueError, match="resize 'nearest' is not one of"):
         prepare_dataset("taichi", {"resize": "nearest", "download": False}, tmp_path)
+
+
+def test_a_dataset_records_its_preparation_and_refuses_to_mix_two(world, tmp_path):
+    """preparation.json says which resize (and size) made the frames; asking a folder that holds
+    frames for another resize is one error, and nothing there is touched."""
+    root = tmp_path / "taichi"
+    shutil.copytree(world["root"], root)
+    record = json.loads((root / "preparation.json").read_text())
+    assert record["resize"] == "paper" and record["size"] == f"{OUT}x{OUT}"
+    frame = root / "train" / "vidA#000005#000015" / "0000000.png"
+    before = frame.read_bytes()
+    with pytest.raises(MetadataError, match=r"made with resize 'paper'; this config asks for resize 'modern'"):
+        prepare_dataset("taichi", dict(world["params"], resize="modern"), root)
+    (root / "preparation.json").unlink()  # frames from before the record existed
+    with pytest.raises(MetadataError, match="did not record how"):
+        prepare_dataset("taichi", world["params"], root)
+    assert frame.read_bytes() == before
+    fresh = prepare_dataset("taichi", dict(world["params"], resize="modern"), tmp_path / "modern")
+    assert json.loads((fresh / "preparation.json").read_text())["resize"] == "modern"

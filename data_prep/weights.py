@@ -208,6 +208,48 @@ register(
 )
 
 
+# --- the papers' evaluators (pose-evaluation, the `paper-*` protocols; docs/evaluators.md) -------
+register(
+    WeightsFile(
+        name="rtpose_vgg19_coco",
+        filename="pose_model.pth",
+        url="https://yadi.sk/d/0L-PgAaGRKgkJA",
+        sha256_prefix="",
+        description=(
+            "OpenPose CMU COCO-18 body model (VGG-19 PAF network, `rtpose`) as pose-evaluation "
+            "loads it (paper body AKD/MKR)"
+        ),
+        checksum_source="pose-evaluation README (single-file public Yandex Disk link); no checksum published",
+    )
+)
+register(
+    WeightsFile(
+        name="reid_baseline_ft_net",
+        filename="reid_model.pth",
+        url="https://yadi.sk/d/jAPhvFEFp6qzIw",
+        sha256_prefix="",
+        description=(
+            "Person_reID_baseline_pytorch ft_net(751) (ResNet-50, Market-1501) as pose-evaluation "
+            "loads it (paper body AED)"
+        ),
+        checksum_source="pose-evaluation README (single-file public Yandex Disk link); no checksum published",
+    )
+)
+register(
+    WeightsFile(
+        name="openface_nn4_small2",
+        filename="openface.pth",
+        url=(
+            "https://github.com/thnkim/OpenFacePytorch/raw/"
+            "d00221832413e86b5608ca791c956b7949479627/openface.pth"
+        ),
+        sha256_prefix="",
+        description="OpenFace nn4.small2 (OpenFacePytorch's openface.pth, the commit pose-evaluation pins; paper face AED)",
+        checksum_source="thnkim/OpenFacePytorch @d002218 (file in the repository); no checksum published",
+    )
+)
+
+
 class MissingWeightsError(FileNotFoundError):
     """A weights file is missing or does not match its checksum."""
 
@@ -406,7 +448,9 @@ def _yandex(entry: WeightsFile) -> Callable[[str, str, object], None]:
         import pooch
         import requests
 
-        answer = requests.get(YANDEX_PUBLIC_API, params={"public_key": url, "path": entry.remote_path}, timeout=60)
+        # A single-file public link (pose-evaluation's weights) has no path inside it.
+        params = {"public_key": url, **({"path": entry.remote_path} if entry.remote_path else {})}
+        answer = requests.get(YANDEX_PUBLIC_API, params=params, timeout=60)
         answer.raise_for_status()
         pooch.HTTPDownloader(progressbar=True)(answer.json()["href"], output_file, pooch_obj)
 
@@ -444,7 +488,7 @@ def _downloader(entry: WeightsFile) -> Callable[[str, str, object], None]:
 
     if "drive.google.com" in entry.url:
         return _gdown
-    if entry.remote_path:
+    if entry.remote_path or entry.url.startswith(("https://yadi.sk/", "https://disk.yandex")):
         return _yandex(entry)
     return pooch.HTTPDownloader(progressbar=True)
 

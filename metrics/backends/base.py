@@ -70,6 +70,10 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "metrics.backends.face_alignment_landmarks",
     "metrics.backends.facenet_identity",
     "metrics.backends.torchreid_identity",
+    # The papers' evaluators (pose-evaluation's networks; the paper-* protocols).
+    "metrics.backends.rtpose_body",
+    "metrics.backends.reid_baseline_identity",
+    "metrics.backends.openface_identity",
 )
 KEYPOINT_BACKENDS: Registry[BackendEntry] = Registry("keypoint backend", BUILTIN_MODULES)
 IDENTITY_BACKENDS: Registry[BackendEntry] = Registry("identity backend", BUILTIN_MODULES)

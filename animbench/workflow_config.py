@@ -80,6 +80,12 @@ def check_workflow_config(config: dict[str, Any], source: str, repo: Path) -> di
     for name, dataset in config["datasets"].items():
         _known("dataset builder", dataset["builder"], builders, f"{source}: datasets.{name}.builder")
         _known("protocol", dataset["protocol"], protocols, f"{source}: datasets.{name}.protocol")
+        for extra in dataset.get("extra_protocols", []):
+            _known("protocol", extra, protocols, f"{source}: datasets.{name}.extra_protocols")
+            if extra == dataset["protocol"]:
+                raise WorkflowConfigError(
+                    f"{source}: datasets.{name}.extra_protocols repeats its protocol {extra!r}; remove it"
+                )
     _check_checkpoint_runs(config, source)
     from reports.seeds import collisions
 

@@ -50,23 +50,37 @@ class RunResult:
     seed_spread: dict[str, float] = field(default_factory=dict)
     #: reconstruction/checkpoint.json: the checkpoint's file, SHA-256 and release name
     checkpoint: dict[str, Any] = field(default_factory=dict)
+    #: the evaluation protocol of these numbers ("" when the caller did not say)
+    protocol: str = ""
 
 
-def load_run(results_dir: Path, dataset: str, run: str, trained: dict[str, int] | None = None) -> RunResult:
+def metrics_dir(results_dir: Path, dataset: str, run: str, extra_protocol: str | None = None) -> Path:
+    """Where a run's metrics.csv/metrics.json are: the run folder for the dataset's protocol,
+    ``protocols/<name>/`` in it for an extra protocol (datasets.<name>.extra_protocols)."""
+    folder = results_dir / dataset / run
+    return folder / "protocols" / extra_protocol if extra_protocol else folder
+
+
+def load_run(
+    results_dir: Path, dataset: str, run: str, trained: dict[str, int] | None = None,
+    extra_protocol: str | None = None, protocol: str = "",
+) -> RunResult:
     """A run's results; ``trained`` (trained run -> seed, :func:`reports.seeds.member_seeds`)
     pools several seeds: their frames together, so that the frame-weighted mean is the mean over
-    seeds and the interval resamples videos with every seed's frames of a video kept together."""
+    seeds and the interval resamples videos with every seed's frames of a video kept together.
+    ``extra_protocol``: the numbers of that extra protocol (:func:`metrics_dir`); ``protocol``
+    labels them (the protocol's name)."""
     trained = trained or {run: None}
     tables, per_seed = [], {}
     for member, seed in trained.items():
-        part = pd.read_csv(results_dir / dataset / member / "metrics.csv")
+        part = pd.read_csv(metrics_dir(results_dir, dataset, member, extra_protocol) / "metrics.csv")
         tables.append(part)
         per_seed[seed] = (member, frame_weighted(part))
     table = pd.concat(tables, ignore_index=True) if len(tables) > 1 else tables[0]
     run_dir = results_dir / dataset / next(iter(trained))
     info_path = run_dir / "run.json"
     info = json.loads(info_path.read_text()) if info_path.exists() else {}
-    record_path = run_dir / "metrics.json"
+    record_path = metrics_dir(results_dir, dataset, next(iter(trained)), extra_protocol) / "metrics.json"
     record = json.loads(record_path.read_text()) if record_path.exists() else {}
     source_path = run_dir / "reconstruction" / SOURCE_NAME
     checkpoint = json.loads(source_path.read_text()) if source_path.exists() else {}
@@ -91,6 +105,7 @@ def load_run(results_dir: Path, dataset: str, run: str, trained: dict[str, int] 
         seeds=per_seed if len(per_seed) > 1 else {},
         seed_spread=spread,
         checkpoint=checkpoint,
+        protocol=protocol or extra_protocol or "",
     )
 
 
@@ -213,17 +228,66 @@ def evaluator_rows(results: list[RunResult]) -> list[dict[str, Any]]:
     Every run of a dataset must have been measured by the same evaluator weights; a mismatch is an
     error (the numbers of the table would not be comparable).
     """
-    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    rows: dict[tuple[str, str, str], dict[str, Any]] = {}
     for result in results:
         for kind, entry in result.record.get("evaluators", {}).items():
-            key = (result.dataset, kind)
+            key = (result.dataset, result.protocol, kind)
             if key in rows and rows[key]["weights_sha256"] != entry["weights_sha256"]:
                 raise ValueError(
                     f"{result.dataset}: run {result.run} was measured with other {kind} evaluator weights "
                     f"({entry['weights_sha256'][:12]}) than {rows[key]['runs'][0]} ({rows[key]['weights_sha256'][:12]}); re-evaluate"
                 )
-            rows.setdefault(key, {"dataset": result.dataset, "kind": kind, **entry, "runs": []})["runs"].append(result.run)
+            rows.setdefault(key, {"dataset": result.dataset, "protocol": result.protocol, "kind": kind, **entry,
+                                  "runs": []})["runs"].append(result.run)
     return list(rows.values())
+
+
+def protocol_sections(config: dict[str, Any], datasets: list[str]) -> list[dict[str, str | None]]:
+    """Table 1's sections: the first measures every dataset with its protocol (value None: the
+    run folder's metrics.csv); section k with each dataset's k-th extra protocol (a dataset with
+    fewer extra protocols is left out of that section)."""
+    extras = {d: config["datasets"][d].get("extra_protocols", []) for d in datasets}
+    depth = max((len(e) for e in extras.values()), default=0)
+    sections: list[dict[str, str | None]] = [dict.fromkeys(datasets)]
+    for k in range(depth):
+        sections.append({d: e[k] for d, e in extras.items() if len(e) > k})
+    return sections
+
+
+def _section(
+    config: dict[str, Any], results_dir: Path, runs: list[str], datasets: list[str],
+    measured: dict[str, str | None],
+) -> dict[str, Any]:
+    """One section of Table 1: the rows of ``runs`` on the datasets of ``measured`` (dataset ->
+    extra protocol, or None for the dataset's own), with the released rows' trained neighbours."""
+    names = {d: p or config["datasets"][d]["protocol"] for d, p in measured.items()}
+
+    def load(dataset: str, run: str, trained: dict[str, int] | None = None) -> RunResult:
+        return load_run(results_dir, dataset, run, trained, measured[dataset], names[dataset])
+
+    def exists(dataset: str, run: str) -> bool:
+        return (metrics_dir(results_dir, dataset, run, measured[dataset]) / "metrics.csv").is_file()
+
+    results = [load(d, r, member_seeds(config, r)) for d in measured for r in runs
+               if run_kinds.applies(config, r, d)]
+    # Released checkpoints are set beside our training of the same method where it exists
+    # (paper.yaml's run named after the method, in the same results folder).
+    released = {r: config["runs"][r]["method"] for r in runs if run_kinds.is_released(config, r)}
+    loaded = {(r.run, r.dataset): r for r in results}
+    trained = {
+        (method, d): loaded.get((method, d)) or load(d, method)
+        for method in set(released.values()) for d in measured
+        if (method, d) in loaded or exists(d, method)
+    }
+    # The no-motion row is shown wherever its metrics exist (the DAG always makes them).
+    results += [load(d, BASELINE_RUN) for d in measured if exists(d, BASELINE_RUN)]
+    return {
+        "protocols": names,
+        "rows": build_rows(results, datasets, runs, released, trained),
+        "seed_rows": seed_rows(results, list(measured)),
+        "results": results,
+        "evaluators": evaluator_rows(results),
+    }
 
 
 def render_table1(config: dict[str, Any], out: Path, repo: Path, config_name: str = "") -> Path:
@@ -232,21 +296,11 @@ def render_table1(config: dict[str, Any], out: Path, repo: Path, config_name: st
     datasets_dir, results_dir = Path(paths["datasets"]), Path(paths["results"])
     table = config["table1"]
     run_datasets, runs = table["datasets"], table["runs"]
-    results = [load_run(results_dir, d, r, member_seeds(config, r)) for d in run_datasets for r in runs
-               if run_kinds.applies(config, r, d)]
-    # Released checkpoints are set beside our training of the same method where it exists
-    # (paper.yaml's run named after the method, in the same results folder).
-    released = {r: config["runs"][r]["method"] for r in runs if run_kinds.is_released(config, r)}
-    loaded = {(r.run, r.dataset): r for r in results}
-    trained = {
-        (method, d): loaded.get((method, d)) or load_run(results_dir, d, method)
-        for method in set(released.values()) for d in run_datasets
-        if (method, d) in loaded or (results_dir / d / method / "metrics.csv").is_file()
-    }
-    # The no-motion row is shown wherever its metrics exist (the DAG always makes them).
-    results += [load_run(results_dir, d, BASELINE_RUN) for d in run_datasets if (results_dir / d / BASELINE_RUN / "metrics.csv").exists()]
     reference = paper.paper_table1()
     datasets = list(run_datasets) + [d for d in reference["dataset"].unique() if d not in run_datasets]
+    sections = [_section(config, results_dir, runs, datasets, measured)
+                for measured in protocol_sections(config, run_datasets)]
+    released = {r: config["runs"][r]["method"] for r in runs if run_kinds.is_released(config, r)}
 
     usage = {d: dataset_usage(datasets_dir / d) for d in run_datasets}
     pictures = []
@@ -262,20 +316,21 @@ def render_table1(config: dict[str, Any], out: Path, repo: Path, config_name: st
         pictures.append({"dataset": dataset, "video": video, "frames": frames, "truth": truth, "runs": strips})
 
     protocols = {d: config["datasets"][d]["protocol"] for d in run_datasets}
+    extra = {d: [get_protocol(p) for p in config["datasets"][d].get("extra_protocols", [])] for d in run_datasets}
     env = Environment(loader=FileSystemLoader(TEMPLATES), undefined=StrictUndefined, autoescape=True)
     html = env.get_template("table1.html.j2").render(
         title="Table 1 — video reconstruction",
         datasets=datasets,
         run_datasets=run_datasets,
         metrics=paper.METRICS,
-        rows=build_rows(results, datasets, runs, released, trained),
+        sections=sections,
         released=released,
-        seed_rows=seed_rows(results, run_datasets),
-        results=results,
+        results=[r for s in sections for r in s["results"]],
         usage=usage,
         pictures=pictures,
         protocols={d: get_protocol(p) for d, p in protocols.items()},
-        evaluators=evaluator_rows(results),
+        extra_protocols=extra,
+        evaluators=[e for s in sections for e in s["evaluators"]],
         metric_keys=[METRIC_KEYS[m] for m in paper.METRICS],
         **provenance.page_context(config, config_name, repo),
     )

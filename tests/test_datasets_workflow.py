@@ -56,6 +56,10 @@ def test_paper_config_plans_every_dataset_method_and_metric_job(tmp_path):
     assert counts["train"] == counts["reconstruct"] == n
     # ... and every dataset's no-motion baseline row is measured by the same rule.
     assert counts["evaluate"] == n + len(datasets)
+    # Table 1's runs (and no-motion rows) measured again with each dataset's paper-* protocol.
+    assert {d: paper["datasets"][d]["extra_protocols"] for d in datasets} == {d: [f"paper-{d}"] for d in datasets}
+    assert counts["evaluate_extra_protocol"] == len(combos) + len(datasets)
+    assert all(paper["datasets"][d]["params"]["resize"] == "paper" for d in ("taichi", "vox", "ted"))
     # Three YouTube datasets through metadata checkpoint + assembly (their per-video jobs are
     # planned once the checkpoint has listed the videos), MGif as one job.
     assert counts["fetch_metadata"] == counts["video_chunks"] == counts["assemble_video_dataset"] == 3

@@ -189,6 +189,9 @@ def test_released_yaml_plans_every_release_on_its_dataset_and_no_training(tmp_pa
     assert jobs == pairs | {(d, "no-motion") for d in config["table1"]["datasets"]}
     fetched = set(re.findall(r"wildcards: file=(\S+)", result.stdout))
     assert fetched == {weights.REGISTRY[name].filename for name in EXPECTED}
+    # Both protocol families: every release (and no-motion row) with the dataset's paper-* one.
+    extra = set(re.findall(r"output: results/(\w+)/([\w-]+)/protocols/paper-(\w+)/metrics.csv", result.stdout))
+    assert extra == {(d, run, d) for d, run in pairs | {(d, "no-motion") for d in config["table1"]["datasets"]}}
 
 
 def test_released_yaml_uses_paper_yaml_datasets():

@@ -308,8 +308,31 @@ def run_results(name, datasets, runs):
     ]
 
 
+def extra_protocols(dataset):
+    """The dataset's protocols after its first (datasets.<name>.extra_protocols)."""
+    return config["datasets"][dataset].get("extra_protocols", [])
+
+
 def table1_metrics():
-    return run_results("metrics.csv", config["table1"]["datasets"], config["table1"]["runs"])
+    """metrics.csv of Table 1's runs with each dataset's protocol, then with its extra ones."""
+    datasets, runs = config["table1"]["datasets"], config["table1"]["runs"]
+    extra = [
+        path
+        for dataset in datasets
+        for protocol in extra_protocols(dataset)
+        for path in run_results(f"protocols/{protocol}/metrics.csv", [dataset], runs)
+    ]
+    return run_results("metrics.csv", datasets, runs) + extra
+
+
+def table1_baselines():
+    """The no-motion row of every Table 1 dataset, with each of its protocols."""
+    datasets = config["table1"]["datasets"]
+    return [f"{RESULTS_DIR}/{d}/{BASELINE_RUN}/metrics.csv" for d in datasets] + [
+        f"{RESULTS_DIR}/{d}/{BASELINE_RUN}/protocols/{p}/metrics.csv"
+        for d in datasets
+        for p in extra_protocols(d)
+    ]
 
 
 def regression_metrics():

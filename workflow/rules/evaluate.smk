@@ -27,12 +27,42 @@ rule evaluate:
     threads: 1
     resources:
         mem_mb=4000,
+    wildcard_constraints:
+        run="[^/]+",
     shell:
-        ROTATE_LOG
-        + "animbench evaluate --reconstruction {params.reconstruction} --dataset {params.dataset} "
-        "--protocol {params.protocol} --out {output.metrics} --weights-dir {params.weights} "
-        "--evaluators-dir {params.results}/evaluators --gt-cache {params.results}/gt_cache "
-        "--threads {threads} --no-progress > {log} 2>&1"
+        ROTATE_LOG + EVALUATE_COMMAND
+
+
+# The same run measured with a dataset's other protocols (datasets.<name>.extra_protocols, e.g.
+# the papers' own evaluators): one more metrics.csv per protocol beside the first.
+rule evaluate_extra_protocol:
+    input:
+        index=f"{RESULTS_DIR}/{{dataset}}/{{run}}/reconstruction/index.csv",
+        manifest=f"{DATASETS_DIR}/{{dataset}}/manifest.csv",
+        protocols=str(REPO / "metrics/protocols.yaml"),
+        code=step_sources("metrics.evaluate") + package_sources("metrics/backends"),
+    output:
+        metrics=f"{RESULTS_DIR}/{{dataset}}/{{run}}/protocols/{{protocol}}/metrics.csv",
+        record=f"{RESULTS_DIR}/{{dataset}}/{{run}}/protocols/{{protocol}}/metrics.json",
+    params:
+        protocol=extra_protocol,
+        weights=config["paths"]["weights"],
+        dataset=lambda wildcards, input: str(Path(input.manifest).parent),
+        reconstruction=lambda wildcards, input: str(Path(input.index).parent),
+        results=lambda wildcards: f"{RESULTS_DIR}/{wildcards.dataset}",
+    conda:
+        "../../environment.yml"
+    log:
+        "logs/evaluate/{dataset}/{run}/{protocol}.log",
+    benchmark:
+        "benchmarks/evaluate/{dataset}/{run}/{protocol}.tsv"
+    threads: 1
+    resources:
+        mem_mb=6000,
+    wildcard_constraints:
+        run="[^/]+",
+    shell:
+        ROTATE_LOG + EVALUATE_COMMAND
 
 
 # The no-motion baseline is written like a reconstruction, so `evaluate` measures it unchanged.

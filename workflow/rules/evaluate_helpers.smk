@@ -13,3 +13,23 @@ def trained_evaluators(wildcards):
         return []
     folder = f"{RESULTS_DIR}/{wildcards.dataset}/evaluators"
     return [f"{folder}/keypoints.pt", f"{folder}/identity.pt"]
+
+
+#: `animbench evaluate` of one run with one protocol (rules evaluate, evaluate_extra_protocol).
+EVALUATE_COMMAND = (
+    "animbench evaluate --reconstruction {params.reconstruction} --dataset {params.dataset} "
+    "--protocol {params.protocol} --out {output.metrics} --weights-dir {params.weights} "
+    "--evaluators-dir {params.results}/evaluators --gt-cache {params.results}/gt_cache "
+    "--threads {threads} --no-progress > {log} 2>&1"
+)
+
+
+def extra_protocol(wildcards):
+    """The protocol wildcard, when the dataset lists it in extra_protocols (else one line why)."""
+    extra = dataset_entry(wildcards).get("extra_protocols", [])
+    if wildcards.protocol not in extra:
+        raise WorkflowError(
+            f"datasets.{wildcards.dataset}.extra_protocols does not list {wildcards.protocol!r} "
+            f"(it lists {extra or 'none'}); add it to the config to measure with it"
+        )
+    return wildcards.protocol

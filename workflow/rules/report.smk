@@ -2,7 +2,7 @@ rule table1:
     input:
         metrics=table1_metrics(),
         # The no-motion baseline row of every dataset (rule baseline_no_motion in evaluate.smk).
-        baselines=expand(f"{RESULTS_DIR}/{{dataset}}/no-motion/metrics.csv", dataset=config["table1"]["datasets"]),
+        baselines=table1_baselines(),
         code=step_sources("reports.table1"),
     output:
         html="reports/table1.html",

@@ -22,7 +22,8 @@ def _report_runs():
 
 def weights_needed(wildcards):
     """Every weights file the configured reports need: the runs' (VGG-19, SAM, DINO) and the
-    evaluation protocols' of their datasets (openpifpaf, FAN + SFD, facenet, torchreid).
+    evaluation protocols' of their datasets, extra protocols included (openpifpaf, FAN + SFD,
+    facenet, torchreid; rtpose, reid_baseline, openface for the paper-* protocols).
     Imports here: only a DAG that targets fetch_weights reads configs and protocols."""
     from methods.engine.required_weights import required_weights, run_method_config
     from metrics.protocols import get_protocol, protocol_weights
@@ -44,6 +45,8 @@ def weights_needed(wildcards):
         if dataset not in datasets:
             datasets.append(dataset)
     for dataset in datasets:
-        names += protocol_weights(get_protocol(config["datasets"][dataset]["protocol"]))
+        entry = config["datasets"][dataset]
+        for protocol in [entry["protocol"], *entry.get("extra_protocols", [])]:
+            names += protocol_weights(get_protocol(protocol))
     unique = list(dict.fromkeys(names))
     return [f"{WEIGHTS_DIR}/{_weights.REGISTRY[name].filename}" for name in unique]

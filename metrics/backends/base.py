@@ -48,6 +48,43 @@ class IdentityBackend(Protocol):
         ...
 
 
+def check_frames(frames: np.ndarray) -> None:
+    """The frame contract of every backend: uint8 RGB ``(N, H, W, 3)``; else one ValueError."""
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(
+            f"frames must be uint8 RGB of shape (N, H, W, 3), got {frames.dtype} {frames.shape}"
+        )
+
+
+class BatchedIdentity:
+    """An identity backend that embeds ``batch_size`` frames per network call:
+    ``net(preprocess(frames))`` -> ``(N, dim)`` float64 (the papers' re-id and OpenFace)."""
+
+    def __init__(
+        self, net: Any, preprocess: Callable[[np.ndarray], Any], dim: int, info: BackendInfo,
+        device: str, batch_size: int,
+    ) -> None:
+        import torch
+
+        self.net = net
+        self.preprocess = preprocess
+        self.dim = dim
+        self.info = info
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+
+    def embed(self, frames: np.ndarray) -> np.ndarray:
+        import torch
+
+        check_frames(frames)
+        out = [np.zeros((0, self.dim))]
+        with torch.no_grad():
+            for start in range(0, len(frames), self.batch_size):
+                batch = self.preprocess(frames[start : start + self.batch_size]).to(self.device)
+                out.append(self.net(batch).double().cpu().numpy())
+        return np.concatenate(out)
+
+
 Factory = Callable[..., Any]
 #: ``weights(**params) -> [registry name, ...]``: the weights files a backend built with
 #: ``params`` loads (data_prep/weights.py names), for `animbench`'s fetch rule.

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from data_prep.weights import DEFAULT_WEIGHTS_DIR, resolve_with_sha256
-from metrics.backends.base import BackendInfo, register_keypoint_backend
+from metrics.backends.base import BackendInfo, check_frames, register_keypoint_backend
 
 NUM_LANDMARKS = 68
 FAN_WEIGHTS, SFD_WEIGHTS = "fan_2d", "sfd"
@@ -49,10 +49,7 @@ RANDOM_INIT = "random-init"
 
 
 def _frames_to_tensor(frames: np.ndarray) -> torch.Tensor:
-    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
-        raise ValueError(
-            f"frames must be uint8 RGB of shape (N, H, W, 3), got {frames.dtype} {frames.shape}"
-        )
+    check_frames(frames)
     # face-alignment's batch path takes RGB float on the 0..255 scale.
     return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
 

@@ -18,17 +18,14 @@ import torch
 import torch.nn.functional as F
 
 from data_prep.weights import DEFAULT_WEIGHTS_DIR, resolve_with_sha256
-from metrics.backends.base import BackendInfo, register_identity_backend
+from metrics.backends.base import BackendInfo, check_frames, register_identity_backend
 
 WEIGHTS_NAME = "facenet_vggface2"
 RANDOM_INIT = "random-init"  # weights_sha256 of a network built with pretrained=False (tests only)
 
 
 def _frames_to_tensor(frames: np.ndarray) -> torch.Tensor:
-    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
-        raise ValueError(
-            f"frames must be uint8 RGB of shape (N, H, W, 3), got {frames.dtype} {frames.shape}"
-        )
+    check_frames(frames)
     return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
 
 

@@ -33,7 +33,7 @@ from torch import nn
 
 from data_prep.legacy_resize import skimage014_resize
 from data_prep.weights import DEFAULT_WEIGHTS_DIR, load_pickled, resolve_with_sha256
-from metrics.backends.base import BackendInfo, register_identity_backend
+from metrics.backends.base import BackendInfo, BatchedIdentity, register_identity_backend
 
 WEIGHTS_NAME = "openface_nn4_small2"
 INPUT_SIZE = 96
@@ -206,13 +206,6 @@ def load_openface_state_dict(
     net.load_state_dict(full, strict=True)
 
 
-def _check_frames(frames: np.ndarray) -> None:
-    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
-        raise ValueError(
-            f"frames must be uint8 RGB of shape (N, H, W, 3), got {frames.dtype} {frames.shape}"
-        )
-
-
 def preprocess(frames: np.ndarray) -> torch.Tensor:
     """(N, H, W, 3) uint8 RGB -> (N, 3, 96, 96) float32 BGR in [0, 1], as pose-evaluation:
     channels reversed, scikit-image 0.14.0 ``resize(frame, (96, 96))``, float64 -> float32."""
@@ -221,32 +214,13 @@ def preprocess(frames: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(resized.transpose(0, 3, 1, 2)).float()
 
 
-class OpenFaceIdentity:
-    """OpenFace nn4.small2 on whole frames -> (N, 128) L2-normalised embeddings."""
-
-    def __init__(self, net: nn.Module, info: BackendInfo, device: str, batch_size: int) -> None:
-        self.net = net
-        self.info = info
-        self.device = torch.device(device)
-        self.batch_size = batch_size
-
-    @torch.no_grad()
-    def embed(self, frames: np.ndarray) -> np.ndarray:
-        _check_frames(frames)
-        out = [np.zeros((0, EMBEDDING_DIM))]
-        for start in range(0, len(frames), self.batch_size):
-            batch = preprocess(frames[start : start + self.batch_size]).to(self.device)
-            out.append(self.net(batch).double().cpu().numpy())
-        return np.concatenate(out)
-
-
 @register_identity_backend("openface", weights=lambda **_: [WEIGHTS_NAME])
 def build_openface(
     device: str = "cpu",
     weights_dir: str | Path = DEFAULT_WEIGHTS_DIR,
     batch_size: int = 32,
     pretrained: bool = True,
-) -> OpenFaceIdentity:
+) -> BatchedIdentity:
     """``pretrained=False`` builds the same network at random weights (plumbing tests only)."""
     # The file is checked before the network is built: a missing one stops at once.
     path, sha256 = resolve_with_sha256(WEIGHTS_NAME, weights_dir) if pretrained else (None, RANDOM_INIT)
@@ -257,4 +231,4 @@ def build_openface(
             raise ValueError(f"{path}: not a state_dict (a {type(state).__name__})")
         load_openface_state_dict(net, state, source=str(path))
     info = BackendInfo(name="openface", package=PACKAGE, version=VERSION, weights_sha256=sha256)
-    return OpenFaceIdentity(net.eval().to(device), info, device, batch_size)
+    return BatchedIdentity(net.eval().to(device), preprocess, EMBEDDING_DIM, info, device, batch_size)

@@ -41,7 +41,7 @@ from PIL import Image
 from torch import nn
 
 from data_prep.weights import DEFAULT_WEIGHTS_DIR, load_pickled, resolve_with_sha256
-from metrics.backends.base import BackendInfo, register_identity_backend
+from metrics.backends.base import BackendInfo, BatchedIdentity, register_identity_backend
 
 WEIGHTS_NAME = "reid_baseline_ft_net"
 MARKET1501_TRAIN_IDS = 751  # ft_net's classifier size in the released model (dropped for features)
@@ -134,13 +134,6 @@ def feature_network(net: FtNet) -> nn.Module:
     return trunk.eval()
 
 
-def _check_frames(frames: np.ndarray) -> None:
-    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
-        raise ValueError(
-            f"frames must be uint8 RGB of shape (N, H, W, 3), got {frames.dtype} {frames.shape}"
-        )
-
-
 def preprocess(frames: np.ndarray) -> torch.Tensor:
     """(N, H, W, 3) uint8 RGB -> (N, 3, 288, 144) float32, as pose-evaluation's transforms:
     ToPILImage, PIL bicubic resize, ToTensor (/ 255), / 255 again, ImageNet normalisation."""
@@ -156,32 +149,13 @@ def preprocess(frames: np.ndarray) -> torch.Tensor:
     return images.sub(mean).div(std)
 
 
-class ReidBaselineIdentity:
-    """ft_net's ResNet-50 trunk, per-frame batch statistics -> (N, 2048) features, not normalised."""
-
-    def __init__(self, net: nn.Module, info: BackendInfo, device: str, batch_size: int) -> None:
-        self.net = net
-        self.info = info
-        self.device = torch.device(device)
-        self.batch_size = batch_size
-
-    @torch.no_grad()
-    def embed(self, frames: np.ndarray) -> np.ndarray:
-        _check_frames(frames)
-        out = [np.zeros((0, FEATURE_DIM))]
-        for start in range(0, len(frames), self.batch_size):
-            batch = preprocess(frames[start : start + self.batch_size]).to(self.device)
-            out.append(self.net(batch).double().cpu().numpy())
-        return np.concatenate(out)
-
-
 @register_identity_backend("reid_baseline", weights=lambda **_: [WEIGHTS_NAME])
 def build_reid_baseline(
     device: str = "cpu",
     weights_dir: str | Path = DEFAULT_WEIGHTS_DIR,
     batch_size: int = 8,
     pretrained: bool = True,
-) -> ReidBaselineIdentity:
+) -> BatchedIdentity:
     """``pretrained=False`` builds the same network at random weights (plumbing tests only).
 
     ``batch_size`` 8: on x86 CPUs oneDNN picks another kernel for a 1x1 convolution from batch 16
@@ -196,4 +170,4 @@ def build_reid_baseline(
             raise ValueError(f"{path}: not a state_dict (a {type(state).__name__})")
         load_ft_net_state_dict(net, state, source=str(path))
     info = BackendInfo(name="reid_baseline", package=PACKAGE, version=VERSION, weights_sha256=sha256)
-    return ReidBaselineIdentity(feature_network(net).to(device), info, device, batch_size)
+    return BatchedIdentity(feature_network(net).to(device), preprocess, FEATURE_DIM, info, device, batch_size)

@@ -39,7 +39,7 @@ from torch import nn
 
 from data_prep.weights import DEFAULT_WEIGHTS_DIR, load_pickled, resolve_with_sha256
 from metrics.backends import paf_decoder
-from metrics.backends.base import BackendInfo, register_keypoint_backend
+from metrics.backends.base import BackendInfo, check_frames, register_keypoint_backend
 
 NUM_JOINTS = paf_decoder.NUM_JOINTS
 HEATMAP_CHANNELS = 19  # 18 joints + background
@@ -192,13 +192,6 @@ def average_pafs_with_mirror(pafs: np.ndarray, mirrored: np.ndarray) -> np.ndarr
     return (pafs + back) / 2.0
 
 
-def _check_frames(frames: np.ndarray) -> None:
-    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
-        raise ValueError(
-            f"frames must be uint8 RGB of shape (N, H, W, 3), got {frames.dtype} {frames.shape}"
-        )
-
-
 class RtposeBody:
     """rtpose + PAF decoding -> (N, 18, 2) pixel x, y per COCO-18 joint; NaN where not found."""
 
@@ -245,7 +238,7 @@ class RtposeBody:
 
     def maps(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(N, H, W, 19) heatmaps and (N, H, W, 38) PAFs, float64, as the decoder sees them."""
-        _check_frames(frames)
+        check_frames(frames)
         pairs = [
             pair
             for start in range(0, len(frames), self.batch_size)
@@ -259,7 +252,7 @@ class RtposeBody:
         return np.stack([h for h, _ in pairs]), np.stack([p for _, p in pairs])
 
     def detect(self, frames: np.ndarray) -> np.ndarray:
-        _check_frames(frames)
+        check_frames(frames)
         out = np.full((len(frames), NUM_JOINTS, 2), np.nan)
         for start in range(0, len(frames), self.batch_size):
             # extract.py reads only the peaks: PAFs (and people) never reach its output.

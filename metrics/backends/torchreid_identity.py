@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from data_prep.weights import DEFAULT_WEIGHTS_DIR, load_pickled, resolve_with_sha256
-from metrics.backends.base import BackendInfo, register_identity_backend
+from metrics.backends.base import BackendInfo, check_frames, register_identity_backend
 
 WEIGHTS_NAME = "torchreid_resnet50_market1501"
 MARKET1501_TRAIN_IDS = 751  # classifier size of the released checkpoint (dropped for features)
@@ -30,10 +30,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def _frames_to_tensor(frames: np.ndarray) -> torch.Tensor:
-    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
-        raise ValueError(
-            f"frames must be uint8 RGB of shape (N, H, W, 3), got {frames.dtype} {frames.shape}"
-        )
+    check_frames(frames)
     return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255.0
 
 

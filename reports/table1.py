@@ -256,10 +256,11 @@ def protocol_sections(config: dict[str, Any], datasets: list[str]) -> list[dict[
 
 def _section(
     config: dict[str, Any], results_dir: Path, runs: list[str], datasets: list[str],
-    measured: dict[str, str | None],
+    measured: dict[str, str | None], released: dict[str, str],
 ) -> dict[str, Any]:
     """One section of Table 1: the rows of ``runs`` on the datasets of ``measured`` (dataset ->
-    extra protocol, or None for the dataset's own), with the released rows' trained neighbours."""
+    extra protocol, or None for the dataset's own), with the released rows (``released``: run ->
+    method) beside their trained neighbours."""
     names = {d: p or config["datasets"][d]["protocol"] for d, p in measured.items()}
 
     def load(dataset: str, run: str, trained: dict[str, int] | None = None) -> RunResult:
@@ -272,7 +273,6 @@ def _section(
                if run_kinds.applies(config, r, d)]
     # Released checkpoints are set beside our training of the same method where it exists
     # (paper.yaml's run named after the method, in the same results folder).
-    released = {r: config["runs"][r]["method"] for r in runs if run_kinds.is_released(config, r)}
     loaded = {(r.run, r.dataset): r for r in results}
     trained = {
         (method, d): loaded.get((method, d)) or load(d, method)
@@ -298,9 +298,9 @@ def render_table1(config: dict[str, Any], out: Path, repo: Path, config_name: st
     run_datasets, runs = table["datasets"], table["runs"]
     reference = paper.paper_table1()
     datasets = list(run_datasets) + [d for d in reference["dataset"].unique() if d not in run_datasets]
-    sections = [_section(config, results_dir, runs, datasets, measured)
-                for measured in protocol_sections(config, run_datasets)]
     released = {r: config["runs"][r]["method"] for r in runs if run_kinds.is_released(config, r)}
+    sections = [_section(config, results_dir, runs, datasets, measured, released)
+                for measured in protocol_sections(config, run_datasets)]
 
     usage = {d: dataset_usage(datasets_dir / d) for d in run_datasets}
     pictures = []

@@ -95,6 +95,31 @@ def test_the_fast_nearest_upsampling_is_interpolate_value_for_value_and_gradient
     assert upsample_nearest_2x(last).is_contiguous(memory_format=torch.channels_last)
 
 
+@pytest.mark.parametrize("method", ["fomm", "mraa", "tpsmm", "cpab"])
+def test_channels_last_reconstruction_equals_the_contiguous_one(method):
+    """The CPU's layout (measured faster, docs/speed.md) changes convolution kernels, not values."""
+    from methods.engine.config import load_method_config
+
+    torch.manual_seed(0)
+    model = build_model(load_method_config(f"methods/configs/{method}/synthetic.yaml"), with_losses=False).eval()
+    frames = torch.rand(5, 3, 64, 64)
+    contiguous = reconstruct_video(model, frames, batch_size=4)
+    model.to(memory_format=torch.channels_last)
+    last = reconstruct_video(model, frames.contiguous(memory_format=torch.channels_last), batch_size=4)
+    torch.testing.assert_close(last, contiguous, atol=2e-4, rtol=0)
+
+
+def test_reconstruct_dataset_runs_in_the_devices_memory_layout(tiny_dataset, tiny_fomm_config, tmp_path):
+    from methods.engine.reconstruct import memory_format
+
+    assert memory_format("cpu") == torch.channels_last and memory_format("cuda") == torch.contiguous_format
+    ckpt = tmp_path / "checkpoint.pt"
+    model = _saved_model(tiny_fomm_config, ckpt)
+    reconstruct_dataset(model, ckpt, tiny_dataset, tmp_path / "out", (64, 64), progress=False)
+    conv = next(p for p in model.parameters() if p.dim() == 4 and p.shape[1] > 1 and p.shape[2] > 1)
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+
+
 def test_frames_per_call_bounds_the_driving_pixels_of_a_call():
     from methods.engine.reconstruct import frames_per_call
 

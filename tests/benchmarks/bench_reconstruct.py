@@ -1,6 +1,7 @@
 """Reconstruction throughput: ours (batched driving frames, the source encoded once per video)
-vs. the reference's structure (one driving frame per call, the source's keypoints and generator
-features recomputed at every call), on the same model and the same video.
+vs. the reference's structure (``reconstruction.py`` of FOMM, MRAA, TPSMM and CPAB: the source's
+keypoints/regions computed once per video, then one driving frame per call, the generator
+re-encoding the source at every call), on the same model and the same video.
 
 For each method and size, the model is built from its config at random weights (the cost of a
 layer does not depend on its weights) in eval mode, and both sides first reconstruct the same
@@ -12,9 +13,13 @@ repetitions of reference time / our time, with its min-max spread.
 - ``--size 256``: the methods' ``taichi.yaml`` (256x256, the published architectures).
 - ``--batch-sweep 1,4,16``: our frames/s at each batch size (what chose
   ``methods.engine.reconstruct.PIXELS_PER_CALL``); by default ours uses reconstruct's choice.
+- ``--layout contiguous|channels_last``: ours in that memory layout instead of reconstruct's
+  choice for the device (``methods.engine.reconstruct.MEMORY_FORMAT``: channels-last on a CPU);
+  the reference side always runs contiguous, as the reference code does. What the layout is worth.
 - ``--quick``: one repetition of a short video (a smoke test; its ratios mean nothing).
 
     python tests/benchmarks/bench_reconstruct.py --size demo --threads 2
+    python tests/benchmarks/bench_reconstruct.py --size demo --threads 2 --layout contiguous
     python tests/benchmarks/bench_reconstruct.py --size 256 --frames 16 --threads 2
     python tests/benchmarks/bench_reconstruct.py --size 256 --device cuda
 """
@@ -35,19 +40,22 @@ sys.path.insert(0, str(REPO))
 
 from methods.base import AnimationModel  # noqa: E402
 from methods.engine.config import load_method_config  # noqa: E402
-from methods.engine.reconstruct import frames_per_call, reconstruct_video  # noqa: E402
+from methods.engine.reconstruct import frames_per_call, memory_format, reconstruct_video  # noqa: E402
 from methods.registry import build_model, list_methods  # noqa: E402
 
 CONFIG = {"demo": "synthetic", "256": "taichi"}
+LAYOUTS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
 
 
 @torch.no_grad()
 def one_frame_per_call(model: AnimationModel, frames: torch.Tensor) -> torch.Tensor:
-    """The reference reconstruction loop: every call re-encodes the source."""
+    """The reference reconstruction loop: the source's motion descriptor once per video, the
+    generator's source encoding at every call."""
     source = frames[:1]
+    motion_source = model.encode(source)
     out = []
     for t in range(frames.shape[0]):
-        prediction = model.generate(source, model.encode(source), model.encode(frames[t : t + 1]))
+        prediction = model.generate(source, motion_source, model.encode(frames[t : t + 1]))
         out.append(prediction["prediction"].clamp(0, 1))
     return torch.cat(out)
 
@@ -82,18 +90,29 @@ def timed(fn: Any, device: torch.device) -> float:
     return time.perf_counter() - start
 
 
+def layout_name(choice: str, device: torch.device) -> str:
+    if choice != "auto":
+        return choice
+    return "channels_last (auto)" if memory_format(device) == torch.channels_last else "contiguous (auto)"
+
+
 def bench(method: str, args: argparse.Namespace, device: torch.device) -> dict[str, float]:
     model, shape = build(method, args.size, device)
     frames = video(args.frames, shape, device)
     batch = args.batch_size or frames_per_call(shape, device)
-    ours = reconstruct_video(model, frames, batch_size=batch)
+    ours_model, ours_frames = model, frames
+    layout = LAYOUTS[args.layout] if args.layout != "auto" else memory_format(device)
+    if layout != torch.contiguous_format:
+        ours_model = build(method, args.size, device)[0].to(memory_format=layout)
+        ours_frames = frames.contiguous(memory_format=layout)
+    ours = reconstruct_video(ours_model, ours_frames, batch_size=batch)
     reference = one_frame_per_call(model, frames)
     diff = float((ours - reference).abs().max())
     if diff > args.tolerance:
         raise SystemExit(f"{method}: outputs differ by {diff:.2e} (> {args.tolerance:g}); not timed")
     sides = {
         "reference": lambda: one_frame_per_call(model, frames),
-        "ours": lambda: reconstruct_video(model, frames, batch_size=batch),
+        "ours": lambda: reconstruct_video(ours_model, ours_frames, batch_size=batch),
     }
     times: dict[str, list[float]] = {name: [] for name in sides}
     for rep in range(args.reps):
@@ -112,7 +131,7 @@ def bench(method: str, args: argparse.Namespace, device: torch.device) -> dict[s
     }
     if args.batch_sweep:
         for batch in args.batch_sweep:
-            spent = [timed(lambda b=batch: reconstruct_video(model, frames, batch_size=b), device)
+            spent = [timed(lambda b=batch: reconstruct_video(ours_model, ours_frames, batch_size=b), device)
                      for _ in range(max(1, args.reps // 2))]
             row[f"fps@{batch}"] = args.frames / statistics.median(spent)
     return row
@@ -130,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--tolerance", type=float, default=1e-4, help="largest allowed |ours - reference|")
+    parser.add_argument("--layout", choices=["auto", *LAYOUTS], default="auto",
+                        help="ours' memory layout (default: reconstruct's choice for the device)")
     parser.add_argument("--quick", action="store_true", help="smoke test: 1 repetition of 4 frames")
     args = parser.parse_args(argv)
     if args.quick:
@@ -139,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     print(f"# reconstruction, {args.size} configs, {args.frames} frames, batch {args.batch_size or 'auto'}, "
-          f"{args.reps} interleaved repetitions, device {device}, {torch.get_num_threads()} threads")
+          f"{args.reps} interleaved repetitions, device {device}, {torch.get_num_threads()} threads"
+          + f", ours' layout {layout_name(args.layout, device)}")
     for method in args.methods.split(","):
         row = bench(method, args, device)
         sweep = " ".join(f"{k}={v:.1f}" for k, v in row.items() if k.startswith("fps@"))

@@ -170,6 +170,56 @@ def upsample_nearest_2x(x: torch.Tensor) -> torch.Tensor:
     return _Nearest2x.apply(x)
 
 
+#: Output channels up to which :class:`FewOutputConv2d` runs by rows at inference on a CPU.
+#: Measured (docs/speed.md): a 7x7 convolution with 1-4 outputs costs oneDNN what one with 16
+#: costs (its kernels fill blocks of output channels); by rows it ran 4-10x faster; with 12
+#: outputs no faster.
+ROW_SUM_MAX_OUTPUTS = 4
+
+
+def conv2d_by_rows(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: tuple[int, int]
+) -> torch.Tensor:
+    """``F.conv2d(x, weight, bias, padding=padding)`` (stride 1, no dilation, one group) as one
+    1 x kw convolution with ``out * kh`` outputs followed by the sum of its kh row-shifted
+    slices: the same linear map summed in another order (equal to float rounding)."""
+    out_c, in_c, kh, kw = weight.shape
+    rows = weight.permute(0, 2, 1, 3).reshape(out_c * kh, in_c, 1, kw)
+    # padding (ph, pw) with a kernel one row high: ph zero rows above and below, as conv2d pads
+    z = F.conv2d(x, rows, None, padding=padding).unflatten(1, (out_c, kh))
+    height = z.shape[3] - kh + 1
+    out = z[:, :, 0, :height]
+    for i in range(1, kh):
+        out = out + z[:, :, i, i : i + height]
+    return out if bias is None else out + bias[:, None, None]
+
+
+class FewOutputConv2d(nn.Conv2d):
+    """``nn.Conv2d`` (the same parameters and state-dict keys) for heads with few output channels:
+    occlusion maps, the generated image, single Jacobians.
+
+    With autograd off on a CPU (reconstruction, animation, evaluation), a kernel taller than one
+    row and at most :data:`ROW_SUM_MAX_OUTPUTS` outputs runs as :func:`conv2d_by_rows`. Training
+    (autograd on) and other devices run ``nn.Conv2d`` itself, so training stays bit for bit the
+    reference's arithmetic.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (
+            torch.is_grad_enabled()
+            or x.device.type != "cpu"
+            or self.out_channels > ROW_SUM_MAX_OUTPUTS
+            or self.kernel_size[0] == 1
+            or self.stride != (1, 1)
+            or self.dilation != (1, 1)
+            or self.groups != 1
+            or self.padding_mode != "zeros"
+            or isinstance(self.padding, str)
+        ):
+            return super().forward(x)
+        return conv2d_by_rows(x, self.weight, self.bias, self.padding)
+
+
 class UpBlock2d(_ConvNormReLU):
     """2x nearest upsampling -> conv -> BN -> ReLU."""
 

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods.blocks import AntiAliasInterpolation2d, Hourglass, kp2gaussian
+from methods.blocks import AntiAliasInterpolation2d, FewOutputConv2d, Hourglass, kp2gaussian
 from methods.motion.affine import Keypoints, sparse_motions, warp_with_motions
 
 
@@ -43,7 +43,7 @@ class DenseMotionNetwork(nn.Module):
             self.hourglass.out_filters, num_kp + 1, kernel_size=(7, 7), padding=(3, 3)
         )
         if estimate_occlusion_map:
-            self.occlusion = nn.Conv2d(
+            self.occlusion = FewOutputConv2d(
                 self.hourglass.out_filters, 1, kernel_size=(7, 7), padding=(3, 3)
             )
         else:

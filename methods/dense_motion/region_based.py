@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods.blocks import AntiAliasInterpolation2d, Hourglass
+from methods.blocks import AntiAliasInterpolation2d, FewOutputConv2d, Hourglass
 from methods.motion.affine import warp_with_motions
 from methods.motion.pca import Regions, region_gaussian, region_motions
 
@@ -47,7 +47,7 @@ class PixelwiseFlowPredictor(nn.Module):
         self.hourglass = Hourglass(block_expansion, (num_regions + 1) * per_motion, num_blocks, max_features)
         self.mask = nn.Conv2d(self.hourglass.out_filters, num_regions + 1, kernel_size=(7, 7), padding=(3, 3))
         if estimate_occlusion_map:
-            self.occlusion = nn.Conv2d(self.hourglass.out_filters, 1, kernel_size=(7, 7), padding=(3, 3))
+            self.occlusion = FewOutputConv2d(self.hourglass.out_filters, 1, kernel_size=(7, 7), padding=(3, 3))
         else:
             self.occlusion = None
         if scale_factor != 1:

@@ -19,6 +19,7 @@ from torch import nn
 
 from methods.blocks import (
     AntiAliasInterpolation2d,
+    FewOutputConv2d,
     Hourglass,
     UpBlock2d,
     kp2gaussian,
@@ -115,7 +116,7 @@ class DenseMotionNetwork(nn.Module):
         else:
             mask_channels = [levels[-1]]
         self.occlusion = nn.ModuleList(
-            nn.Conv2d(c, 1, kernel_size=7, padding=3) for c in mask_channels
+            FewOutputConv2d(c, 1, kernel_size=7, padding=3) for c in mask_channels
         )
 
     def heatmap_representation(

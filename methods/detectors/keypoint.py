@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods.blocks import AntiAliasInterpolation2d, Hourglass, heatmap_mean
+from methods.blocks import AntiAliasInterpolation2d, FewOutputConv2d, Hourglass, heatmap_mean
 
 
 class KPDetector(nn.Module):
@@ -37,7 +37,7 @@ class KPDetector(nn.Module):
         self.kp = nn.Conv2d(self.predictor.out_filters, num_kp, kernel_size=(7, 7), padding=pad)
         if estimate_jacobian:
             self.num_jacobian_maps = 1 if single_jacobian_map else num_kp
-            self.jacobian = nn.Conv2d(
+            self.jacobian = FewOutputConv2d(
                 self.predictor.out_filters,
                 4 * self.num_jacobian_maps,
                 kernel_size=(7, 7),

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods.blocks import AntiAliasInterpolation2d, Hourglass
+from methods.blocks import AntiAliasInterpolation2d, FewOutputConv2d, Hourglass
 from methods.motion.pca import Regions, heatmap_to_regions
 
 
@@ -44,7 +44,7 @@ class RegionPredictor(nn.Module):
         self.regions = nn.Conv2d(self.predictor.out_filters, num_regions, kernel_size=(7, 7), padding=pad)
         if estimate_affine and not pca_based:
             # one affine map shared by all regions, starting at the identity
-            self.jacobian = nn.Conv2d(self.predictor.out_filters, 4, kernel_size=(7, 7), padding=pad)
+            self.jacobian = FewOutputConv2d(self.predictor.out_filters, 4, kernel_size=(7, 7), padding=pad)
             with torch.no_grad():
                 self.jacobian.weight.zero_()
                 self.jacobian.bias.copy_(torch.tensor([1.0, 0.0, 0.0, 1.0]))

@@ -11,7 +11,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods.blocks import DownBlock2d, ResBlock2d, SameBlock2d, UpBlock2d, encoder_levels
+from methods.blocks import (
+    DownBlock2d,
+    FewOutputConv2d,
+    ResBlock2d,
+    SameBlock2d,
+    UpBlock2d,
+    encoder_levels,
+)
 
 
 class InpaintingNetwork(nn.Module):
@@ -52,7 +59,7 @@ class InpaintingNetwork(nn.Module):
         self.down_blocks = nn.ModuleList(down_blocks)
         self.up_blocks = nn.ModuleList(up_blocks[::-1])
         self.resblock = nn.ModuleList(resblock[::-1])
-        self.final = nn.Conv2d(block_expansion, num_channels, kernel_size=7, padding=3)
+        self.final = FewOutputConv2d(block_expansion, num_channels, kernel_size=7, padding=3)
 
     def deform_input(self, inp: torch.Tensor, deformation: torch.Tensor) -> torch.Tensor:
         """Warp ``inp`` by the flow, resized (bilinearly) to ``inp``'s resolution if needed."""

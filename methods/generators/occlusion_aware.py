@@ -8,7 +8,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods.blocks import DownBlock2d, ResBlock2d, SameBlock2d, UpBlock2d, encoder_levels
+from methods.blocks import (
+    DownBlock2d,
+    FewOutputConv2d,
+    ResBlock2d,
+    SameBlock2d,
+    UpBlock2d,
+    encoder_levels,
+)
 from methods.dense_motion.keypoint_based import DenseMotionNetwork
 from methods.motion.affine import Keypoints
 
@@ -65,7 +72,7 @@ class OcclusionAwareGenerator(nn.Module):
             self.bottleneck.add_module(
                 f"r{i}", ResBlock2d(width(num_down_blocks), kernel_size=(3, 3), padding=(1, 1))
             )
-        self.final = nn.Conv2d(block_expansion, num_channels, kernel_size=(7, 7), padding=(3, 3))
+        self.final = FewOutputConv2d(block_expansion, num_channels, kernel_size=(7, 7), padding=(3, 3))
 
     def deform_input(self, inp: torch.Tensor, deformation: torch.Tensor) -> torch.Tensor:
         """Backward-warp ``inp`` with a (B, h, w, 2) grid, resized bilinearly to ``inp``'s size."""

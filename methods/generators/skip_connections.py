@@ -8,7 +8,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods.blocks import DownBlock2d, ResBlock2d, SameBlock2d, UpBlock2d, encoder_levels
+from methods.blocks import (
+    DownBlock2d,
+    FewOutputConv2d,
+    ResBlock2d,
+    SameBlock2d,
+    UpBlock2d,
+    encoder_levels,
+)
 from methods.dense_motion.region_based import PixelwiseFlowPredictor
 from methods.motion.pca import Regions
 
@@ -64,7 +71,7 @@ class Generator(nn.Module):
         self.bottleneck = nn.Sequential()
         for i in range(num_bottleneck_blocks):
             self.bottleneck.add_module(f"r{i}", ResBlock2d(width(num_down_blocks), kernel_size=(3, 3), padding=(1, 1)))
-        self.final = nn.Conv2d(block_expansion, num_channels, kernel_size=(7, 7), padding=(3, 3))
+        self.final = FewOutputConv2d(block_expansion, num_channels, kernel_size=(7, 7), padding=(3, 3))
 
     def deform_input(self, inp: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
         """Backward-warp ``inp`` with a (B, h, w, 2) grid, resized bilinearly to ``inp``'s size."""

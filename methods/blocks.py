@@ -172,7 +172,7 @@ def upsample_nearest_2x(x: torch.Tensor) -> torch.Tensor:
 
 #: Output channels up to which :class:`FewOutputConv2d` runs by rows at inference on a CPU.
 #: Measured (docs/speed.md): a 7x7 convolution with 1-4 outputs costs oneDNN what one with 16
-#: costs (its kernels fill blocks of output channels); by rows it ran 4-10x faster; with 12
+#: costs (its kernels fill blocks of output channels); by rows it ran 2-4x faster; with 12
 #: outputs no faster.
 ROW_SUM_MAX_OUTPUTS = 4
 

@@ -29,9 +29,9 @@ INDEX_NAME = "index.csv"
 #: (16 frames of 256x256) is the reference configs' scale, not yet measured here.
 PIXELS_PER_CALL = {"cpu": 16 * 64 * 64, "cuda": 16 * 256 * 256}
 #: Memory layout of the model's weights and the frames during reconstruction. Measured
-#: (docs/speed.md, ``bench_reconstruct.py --channels-last``, 2 CPU cores): channels-last spares
+#: (docs/speed.md, ``bench_reconstruct.py --layout``, 2 CPU cores): channels-last spares
 #: oneDNN's convolutions their layout conversions, FOMM 1.15-1.25x faster at 64x64 and 256x256,
-#: MRAA and TPSMM up to 1.2x at 64x64, CPAB within noise; outputs equal to 1e-4. Not measured on
+#: MRAA and TPSMM up to 1.2x at 64x64, CPAB within noise; outputs equal to 2e-4. Not measured on
 #: a GPU, so CUDA keeps the contiguous layout the reference code runs in.
 MEMORY_FORMAT = {"cpu": torch.channels_last, "cuda": torch.contiguous_format}
 #: The checkpoint the reconstructions came from: file, SHA-256, release name, where it was checked.

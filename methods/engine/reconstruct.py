@@ -38,16 +38,20 @@ MEMORY_FORMAT = {"cpu": torch.channels_last, "cuda": torch.contiguous_format}
 SOURCE_NAME = "checkpoint.json"
 
 
+def _measured_on(device: torch.device | str) -> str:
+    """The key of :data:`PIXELS_PER_CALL` and :data:`MEMORY_FORMAT` for ``device``."""
+    return "cuda" if torch.device(device).type == "cuda" else "cpu"
+
+
 def frames_per_call(frame_size: tuple[int, int], device: torch.device | str) -> int:
     """Driving frames per call for frames of ``frame_size`` on ``device`` (:data:`PIXELS_PER_CALL`);
     it also bounds the memory of a long video's reconstruction."""
-    budget = PIXELS_PER_CALL["cuda" if torch.device(device).type == "cuda" else "cpu"]
-    return max(1, budget // (frame_size[0] * frame_size[1]))
+    return max(1, PIXELS_PER_CALL[_measured_on(device)] // (frame_size[0] * frame_size[1]))
 
 
 def memory_format(device: torch.device | str) -> torch.memory_format:
     """The layout reconstruction runs in on ``device`` (:data:`MEMORY_FORMAT`)."""
-    return MEMORY_FORMAT["cuda" if torch.device(device).type == "cuda" else "cpu"]
+    return MEMORY_FORMAT[_measured_on(device)]
 
 
 @torch.no_grad()

@@ -27,6 +27,7 @@ repetitions of reference time / our time, with its min-max spread.
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import sys
 import time
@@ -90,20 +91,16 @@ def timed(fn: Any, device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def layout_name(choice: str, device: torch.device) -> str:
-    if choice != "auto":
-        return choice
-    return "channels_last (auto)" if memory_format(device) == torch.channels_last else "contiguous (auto)"
-
-
-def bench(method: str, args: argparse.Namespace, device: torch.device) -> dict[str, float]:
+def bench(
+    method: str, args: argparse.Namespace, device: torch.device, layout: torch.memory_format
+) -> dict[str, float]:
     model, shape = build(method, args.size, device)
     frames = video(args.frames, shape, device)
     batch = args.batch_size or frames_per_call(shape, device)
     ours_model, ours_frames = model, frames
-    layout = LAYOUTS[args.layout] if args.layout != "auto" else memory_format(device)
     if layout != torch.contiguous_format:
-        ours_model = build(method, args.size, device)[0].to(memory_format=layout)
+        # a copy: the reference side keeps the contiguous layout of the reference code
+        ours_model = copy.deepcopy(model).to(memory_format=layout)
         ours_frames = frames.contiguous(memory_format=layout)
     ours = reconstruct_video(ours_model, ours_frames, batch_size=batch)
     reference = one_frame_per_call(model, frames)
@@ -159,11 +156,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    layout = memory_format(device) if args.layout == "auto" else LAYOUTS[args.layout]
+    layout_name = next(name for name, fmt in LAYOUTS.items() if fmt == layout)
     print(f"# reconstruction, {args.size} configs, {args.frames} frames, batch {args.batch_size or 'auto'}, "
           f"{args.reps} interleaved repetitions, device {device}, {torch.get_num_threads()} threads"
-          + f", ours' layout {layout_name(args.layout, device)}")
+          + f", ours' layout {layout_name}" + (" (auto)" if args.layout == "auto" else ""))
     for method in args.methods.split(","):
-        row = bench(method, args, device)
+        row = bench(method, args, device, layout)
         sweep = " ".join(f"{k}={v:.1f}" for k, v in row.items() if k.startswith("fps@"))
         print(f"RATIO {method} {row['ratio']:.2f}x (spread {row['low']:.2f}-{row['high']:.2f}) "
               f"ours {row['ours_fps']:.1f} frames/s, one-frame loop {row['reference_fps']:.1f} frames/s, "

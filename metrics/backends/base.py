@@ -56,6 +56,15 @@ def check_frames(frames: np.ndarray) -> None:
         )
 
 
+def frames_to_tensor(frames: np.ndarray) -> Any:
+    """:func:`check_frames`, then the frames as a float32 ``(N, 3, H, W)`` tensor on the 0..255
+    scale (the input of the modern backends, which divide by 255 where their networks want it)."""
+    import torch
+
+    check_frames(frames)
+    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
+
+
 class BatchedIdentity:
     """An identity backend that embeds ``batch_size`` frames per network call:
     ``net(preprocess(frames))`` -> ``(N, dim)`` float64 (the papers' re-id and OpenFace)."""

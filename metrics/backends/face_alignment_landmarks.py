@@ -41,17 +41,18 @@ import numpy as np
 import torch
 
 from data_prep.weights import DEFAULT_WEIGHTS_DIR, resolve_with_sha256
-from metrics.backends.base import BackendInfo, check_frames, register_keypoint_backend
+from metrics.backends.base import (
+    BackendInfo,
+    check_frames,
+    frames_to_tensor,
+    register_keypoint_backend,
+)
 
+# face-alignment's batch path takes RGB float on the 0..255 scale.
+_frames_to_tensor = frames_to_tensor
 NUM_LANDMARKS = 68
 FAN_WEIGHTS, SFD_WEIGHTS = "fan_2d", "sfd"
 RANDOM_INIT = "random-init"
-
-
-def _frames_to_tensor(frames: np.ndarray) -> torch.Tensor:
-    check_frames(frames)
-    # face-alignment's batch path takes RGB float on the 0..255 scale.
-    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
 
 
 class FaceAlignmentLandmarks:
@@ -357,7 +358,7 @@ class FaceAlignmentPaperLandmarks:
         return paper_landmarks_from_heatmaps(heatmaps[0].numpy(), center, scale)
 
     def detect(self, frames: np.ndarray) -> np.ndarray:
-        _frames_to_tensor(frames)  # the same input check as the modern backend
+        check_frames(frames)  # the same input check as the modern backend
         out = np.full((len(frames), NUM_LANDMARKS, 2), np.nan)
         for i, frame in enumerate(frames):
             faces = self.face_boxes(frame)

@@ -18,15 +18,11 @@ import torch
 import torch.nn.functional as F
 
 from data_prep.weights import DEFAULT_WEIGHTS_DIR, resolve_with_sha256
-from metrics.backends.base import BackendInfo, check_frames, register_identity_backend
+from metrics.backends.base import BackendInfo, frames_to_tensor, register_identity_backend
 
 WEIGHTS_NAME = "facenet_vggface2"
 RANDOM_INIT = "random-init"  # weights_sha256 of a network built with pretrained=False (tests only)
-
-
-def _frames_to_tensor(frames: np.ndarray) -> torch.Tensor:
-    check_frames(frames)
-    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
+_frames_to_tensor = frames_to_tensor  # facenet-pytorch normalises from the 0..255 scale itself
 
 
 class FacenetIdentity:

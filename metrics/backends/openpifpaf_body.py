@@ -22,13 +22,18 @@ import torch
 import torch.nn.functional as F
 
 from data_prep.weights import DEFAULT_WEIGHTS_DIR, load_pickled, resolve_with_sha256
-from metrics.backends.base import BackendInfo, check_frames, register_keypoint_backend
+from metrics.backends.base import BackendInfo, frames_to_tensor, register_keypoint_backend
 
 NUM_JOINTS = 17
 RANDOM_INIT = "random-init"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 STRIDE = 16  # the network's output stride: inputs are padded to STRIDE * k + 1 pixels
+
+
+def _frames_to_tensor(frames: np.ndarray) -> torch.Tensor:
+    """The frames as float32 (N, 3, H, W) in 0..1, the scale this network reads."""
+    return frames_to_tensor(frames) / 255.0
 
 
 def annotations_to_keypoints(annotations: list, num_joints: int = NUM_JOINTS) -> np.ndarray:
@@ -41,11 +46,6 @@ def annotations_to_keypoints(annotations: list, num_joints: int = NUM_JOINTS) ->
     found = data[:num_joints, 2] > 0
     out[found] = data[:num_joints][found, :2]
     return out
-
-
-def _frames_to_tensor(frames: np.ndarray) -> torch.Tensor:
-    check_frames(frames)
-    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255.0
 
 
 class OpenpifpafBody:

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from data_prep.weights import DEFAULT_WEIGHTS_DIR, load_pickled, resolve_with_sha256
-from metrics.backends.base import BackendInfo, check_frames, register_identity_backend
+from metrics.backends.base import BackendInfo, frames_to_tensor, register_identity_backend
 
 WEIGHTS_NAME = "torchreid_resnet50_market1501"
 MARKET1501_TRAIN_IDS = 751  # classifier size of the released checkpoint (dropped for features)
@@ -30,8 +30,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def _frames_to_tensor(frames: np.ndarray) -> torch.Tensor:
-    check_frames(frames)
-    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255.0
+    """The frames as float32 (N, 3, H, W) in 0..1, the scale this network reads."""
+    return frames_to_tensor(frames) / 255.0
 
 
 def load_reid_state_dict(net: torch.nn.Module, path: Path) -> None:
